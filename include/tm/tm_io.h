@@ -1,0 +1,39 @@
+/*
+ * tm_io.h - read-only file mappings and whole-file reads.
+ *
+ * A tm_mmap maps a file read-only; the descriptor is closed right after
+ * mapping, so the mapping is the only handle. An empty file maps to
+ * data == NULL, size == 0 (mmap cannot map zero bytes).
+ *
+ *     tm_mmap m = {0};
+ *     if (tm_mmap_open("model.gguf", &m) != TM_OK) return tm_last_error();
+ *     parse(m.data, m.size);
+ *     tm_mmap_close(&m);
+ *
+ * Threads: a mapping is immutable; any thread may read it. open/close are not
+ * synchronized for the same object.
+ */
+#ifndef TM_IO_H
+#define TM_IO_H
+
+#include <stddef.h>
+
+#include "tm/tm_status.h"
+
+typedef struct tm_mmap {
+    const void *data; /* read-only mapping; NULL when size == 0 */
+    size_t      size; /* bytes */
+} tm_mmap;
+
+tm_status tm_mmap_open(const char *path, tm_mmap *out);
+void      tm_mmap_close(tm_mmap *m); /* zeroed or closed mapping is a no-op */
+
+/* Reads a whole file into a NUL-terminated buffer (caller frees with tm_free).
+ * Files over max_bytes are refused with TM_ERR_FORMAT. */
+tm_status tm_file_read_all(const char *path, size_t max_bytes, char **out, size_t *out_len);
+
+/* True when path exists and is a directory / a regular file. */
+int tm_path_is_dir(const char *path);
+int tm_path_is_file(const char *path);
+
+#endif /* TM_IO_H */

@@ -1,0 +1,16 @@
+/* lctl.h - subcommand table shared by the lctl mains. Each returns the exit code:
+ * 0 success, 1 runtime failure (bad file...), 2 usage error. */
+#ifndef LCTL_H
+#define LCTL_H
+
+typedef struct lctl_cmd {
+    const char *name;
+    const char *help;
+    int (*fn)(int argc, char **argv); /* argv[0] is the subcommand name */
+} lctl_cmd;
+
+int lctl_inspect(int argc, char **argv);
+int lctl_tokenize(int argc, char **argv);
+int lctl_detokenize(int argc, char **argv);
+
+#endif
