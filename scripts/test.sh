@@ -21,7 +21,7 @@ stage() { # name command...
 }
 
 scripts/deps.sh
-scripts/fetch_models.sh default gemma3
+scripts/fetch_models.sh default gemma3 minilm
 
 format_check() {
     local bad=0

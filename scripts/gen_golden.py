@@ -1,0 +1,326 @@
+#!/usr/bin/env python3
+"""gen_golden.py - golden fixtures for the CPU inference path, from Hugging Face transformers.
+
+Two stages, because the oracle (torch + transformers) and the GGUF writer (the `gguf` package)
+live on different machines here:
+
+  stage "hf"   (needs torch + transformers; run on the NVIDIA test machine, on its CPU so that
+               no TF32 or GPU reduction order leaks into the reference):
+      builds one tiny random model per family with the real config class (fixed seed),
+      runs it in float32 with eager attention and stores, per family, one .npz holding the
+      weights (HF names), the config (JSON), the prompts, the logits at every position of
+      every prompt and a 16-token greedy continuation of each prompt.
+
+  stage "gguf" (needs numpy + gguf):
+      converts each .npz into tests/golden/models/<family>.gguf the way llama.cpp's
+      convert_hf_to_gguf.py does (names, [out,in] -> ne = {in,out}, Llama q/k rows permuted
+      for the interleaved "normal" RoPE, Gemma RMSNorm weights stored as 1 + w), and writes
+      <family>.logits.f32 (raw little-endian float32, [prompt][pos][vocab]) and
+      <family>.json (prompts, greedy tokens, shapes, tolerances).
+
+    python scripts/gen_golden.py hf   --out /tmp/golden_npz
+    python scripts/gen_golden.py gguf --npz /tmp/golden_npz --out tests/golden/models
+"""
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+SEED = 1234
+VOCAB = 256
+HIDDEN = 64
+N_LAYER = 2
+N_HEAD = 4
+N_HEAD_KV = 2
+FFN = 128
+N_GREEDY = 16
+PROMPTS = [
+    [1, 17, 42, 99, 3, 250, 8],
+    [1, 5, 5, 5, 200, 201, 202, 7, 63, 128, 64, 9],
+    [1] + [(i * 37 + 11) % VOCAB for i in range(19)],
+]
+
+# family -> (config class name, extra config kwargs)
+FAMILIES = {
+    "llama": ("LlamaConfig", {"rope_theta": 10000.0}),
+    "llama3": ("LlamaConfig", {
+        "rope_theta": 500000.0,
+        "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                         "high_freq_factor": 4.0, "original_max_position_embeddings": 64},
+    }),
+    "qwen2": ("Qwen2Config", {"rope_theta": 1000000.0}),
+    "qwen3": ("Qwen3Config", {"rope_theta": 1000000.0, "head_dim": 32}),
+    "gemma3": ("Gemma3TextConfig", {
+        "rope_theta": 1000000.0, "rope_local_base_freq": 10000.0, "head_dim": 32,
+        "query_pre_attn_scalar": 32, "sliding_window": 4,
+        "layer_types": ["sliding_attention", "full_attention"],
+        "hidden_activation": "gelu_pytorch_tanh",
+    }),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# stage hf
+# ---------------------------------------------------------------------------------------------
+def make_config(transformers, family):
+    cls_name, extra = FAMILIES[family]
+    cls = getattr(transformers, cls_name)
+    kw = dict(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=FFN,
+              num_hidden_layers=N_LAYER, num_attention_heads=N_HEAD,
+              num_key_value_heads=N_HEAD_KV, max_position_embeddings=128,
+              rms_norm_eps=1e-5, tie_word_embeddings=(family in ("qwen3", "gemma3")),
+              bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    if family == "qwen2":
+        kw["use_sliding_window"] = False
+    kw.update(extra)
+    # transformers 5 moved RoPE settings into rope_parameters; older versions take
+    # rope_theta / rope_scaling directly. Try the new form first.
+    rope = {"rope_type": "default", "rope_theta": kw["rope_theta"]}
+    if "rope_scaling" in kw:
+        rope = dict(kw["rope_scaling"], rope_theta=kw["rope_theta"])
+    if family == "gemma3":
+        rope = {"full_attention": {"rope_type": "default", "rope_theta": kw["rope_theta"]},
+                "sliding_attention": {"rope_type": "default",
+                                      "rope_theta": kw["rope_local_base_freq"]}}
+    try:
+        kw2 = {k: v for k, v in kw.items()
+               if k not in ("rope_theta", "rope_scaling", "rope_local_base_freq")}
+        cfg = cls(rope_parameters=rope, **kw2)
+        if getattr(cfg, "rope_parameters", None) is None:
+            raise TypeError("no rope_parameters")
+    except Exception as e:  # noqa: BLE001 - fall back to the transformers 4 spelling
+        print(f"{family}: rope_parameters not accepted ({e}); using v4 kwargs", file=sys.stderr)
+        cfg = cls(**kw)
+    return cfg
+
+
+def stage_hf(out_dir):
+    import torch
+    import transformers
+
+    torch.set_num_threads(4)
+    os.makedirs(out_dir, exist_ok=True)
+    for family in FAMILIES:
+        torch.manual_seed(SEED)
+        cfg = make_config(transformers, family)
+        cfg._attn_implementation = "eager"
+        model = transformers.AutoModelForCausalLM.from_config(cfg, attn_implementation="eager")
+        model = model.float().eval()
+        # Random init with std 0.02 gives near-zero logits and greedy ties; use larger weights
+        # and non-trivial norms/biases so every term of the forward pass matters.
+        g = torch.Generator().manual_seed(SEED)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "norm" in name:
+                    base = 0.0 if family == "gemma3" else 1.0
+                    p.copy_(base + 0.1 * torch.randn(p.shape, generator=g))
+                elif name.endswith(".bias"):
+                    p.copy_(0.1 * torch.randn(p.shape, generator=g))
+                else:
+                    p.copy_(0.15 * torch.randn(p.shape, generator=g))
+        sd = {k: v.detach().float().cpu().numpy() for k, v in model.state_dict().items()}
+        logits, greedy, margins = [], [], []
+        with torch.no_grad():
+            for ids in PROMPTS:
+                x = torch.tensor([ids])
+                out = model(input_ids=x, use_cache=False).logits[0].float().numpy()
+                logits.append(out.astype(np.float32))
+                seq = list(ids)
+                gen = []
+                for _ in range(N_GREEDY):
+                    lg = model(input_ids=torch.tensor([seq]), use_cache=False).logits[0, -1]
+                    top = torch.topk(lg.float(), 2)
+                    margins.append(float(top.values[0] - top.values[1]))
+                    nxt = int(top.indices[0])
+                    gen.append(nxt)
+                    seq.append(nxt)
+                greedy.append(gen)
+        meta = {
+            "family": family,
+            "config": json.loads(cfg.to_json_string()),
+            "prompts": PROMPTS,
+            "greedy": greedy,
+            "min_top2_margin": min(margins),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "seed": SEED,
+        }
+        arrays = {"w." + k: v for k, v in sd.items()}
+        for i, lg in enumerate(logits):
+            arrays[f"logits.{i}"] = lg
+        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+        np.savez(os.path.join(out_dir, f"{family}.npz"), **arrays)
+        print(family, "ok; min top-2 margin", meta["min_top2_margin"], "greedy", greedy[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# stage gguf
+# ---------------------------------------------------------------------------------------------
+def llama_permute(w, n_head):
+    # convert_hf_to_gguf.py LlamaModel.permute: HF stores q/k rows as [first half | second half]
+    # of each head (rotate_half, "NEOX" pairing); GGUF llama expects adjacent pairs (i, i+1).
+    return (w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:])
+             .swapaxes(1, 2).reshape(w.shape))
+
+
+def cfg_rope(cfg, key="full_attention"):
+    """(theta, scaling dict or None) from a config dict of either transformers generation."""
+    rp = cfg.get("rope_parameters")
+    if isinstance(rp, dict) and key in rp:
+        rp = rp[key]
+    if isinstance(rp, dict) and "rope_theta" in rp:
+        return float(rp["rope_theta"]), (rp if rp.get("rope_type", "default") != "default"
+                                         else None)
+    theta = cfg.get("rope_theta", 10000.0)
+    if key == "sliding_attention":
+        theta = cfg.get("rope_local_base_freq", theta)
+    return float(theta), cfg.get("rope_scaling")
+
+
+def llama3_freq_factors(theta, head_dim, sc):
+    # transformers _compute_llama3_parameters, expressed as the divisor llama.cpp stores in
+    # rope_freqs.weight (freq_used = freq_base / factor).
+    factor = sc["factor"]
+    lo, hi = sc["low_freq_factor"], sc["high_freq_factor"]
+    old = sc["original_max_position_embeddings"]
+    lo_wl, hi_wl = old / lo, old / hi
+    out = []
+    for i in range(0, head_dim, 2):
+        freq = 1.0 / (theta ** (i / head_dim))
+        wl = 2 * np.pi / freq
+        if wl < hi_wl:
+            out.append(1.0)
+        elif wl > lo_wl:
+            out.append(factor)
+        else:
+            smooth = (old / wl - lo) / (hi - lo)
+            out.append(1.0 / ((1 - smooth) / factor + smooth))
+    return np.array(out, dtype=np.float32)
+
+
+def stage_gguf(npz_dir, out_dir):
+    import gguf
+
+    os.makedirs(out_dir, exist_ok=True)
+    for family in FAMILIES:
+        path = os.path.join(npz_dir, f"{family}.npz")
+        if not os.path.exists(path):
+            print(f"{family}: {path} missing, skipped", file=sys.stderr)
+            continue
+        z = np.load(path)
+        meta = json.loads(bytes(z["meta"]).decode())
+        cfg = meta["config"]
+        arch = {"llama3": "llama"}.get(family, family)
+        n_head, n_kv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+        head_dim = cfg.get("head_dim") or cfg["hidden_size"] // n_head
+        w = gguf.GGUFWriter(os.path.join(out_dir, f"{family}.gguf"), arch)
+        w.add_name(f"tm-golden-{family}")
+        w.add_block_count(cfg["num_hidden_layers"])
+        w.add_context_length(cfg["max_position_embeddings"])
+        w.add_embedding_length(cfg["hidden_size"])
+        w.add_feed_forward_length(cfg["intermediate_size"])
+        w.add_head_count(n_head)
+        w.add_head_count_kv(n_kv)
+        w.add_key_length(head_dim)
+        w.add_value_length(head_dim)
+        w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
+        theta, scaling = cfg_rope(cfg)
+        w.add_rope_freq_base(theta)
+        w.add_rope_dimension_count(head_dim)
+        w.add_vocab_size(cfg["vocab_size"])
+        if family == "gemma3":
+            w.add_sliding_window(cfg["sliding_window"])
+            # llama.cpp hard-codes the 5-local/1-global pattern for gemma3; we store the
+            # per-layer pattern explicitly (1 = sliding) so any layout round-trips.
+            pat = [1 if t == "sliding_attention" else 0 for t in cfg["layer_types"]]
+            w.add_array(f"{arch}.attention.sliding_window_pattern", pat)
+            local_theta, _ = cfg_rope(cfg, "sliding_attention")
+            w.add_float32(f"{arch}.rope.local_freq_base", local_theta)
+        # minimal tokenizer metadata: ids only (the fixtures are driven by token ids)
+        w.add_bos_token_id(cfg.get("bos_token_id") or 1)
+        w.add_eos_token_id(2)
+
+        def put(name, arr):
+            w.add_tensor(name, np.ascontiguousarray(arr, dtype=np.float32))
+
+        wt = {k[2:]: z[k] for k in z.files if k.startswith("w.")}
+        put("token_embd.weight", wt["model.embed_tokens.weight"])
+        put("output_norm.weight", norm_w(family, wt["model.norm.weight"]))
+        if "lm_head.weight" in wt and not cfg.get("tie_word_embeddings", False):
+            put("output.weight", wt["lm_head.weight"])
+        if scaling and scaling.get("rope_type") == "llama3":
+            put("rope_freqs.weight", llama3_freq_factors(theta, head_dim, scaling))
+        for i in range(cfg["num_hidden_layers"]):
+            p = f"model.layers.{i}."
+            b = f"blk.{i}."
+            q = wt[p + "self_attn.q_proj.weight"]
+            k = wt[p + "self_attn.k_proj.weight"]
+            if arch == "llama":
+                q, k = llama_permute(q, n_head), llama_permute(k, n_kv)
+            put(b + "attn_q.weight", q)
+            put(b + "attn_k.weight", k)
+            put(b + "attn_v.weight", wt[p + "self_attn.v_proj.weight"])
+            put(b + "attn_output.weight", wt[p + "self_attn.o_proj.weight"])
+            for hf, gg in (("q_proj", "attn_q"), ("k_proj", "attn_k"), ("v_proj", "attn_v")):
+                if p + f"self_attn.{hf}.bias" in wt:
+                    put(b + gg + ".bias", wt[p + f"self_attn.{hf}.bias"])
+            if p + "self_attn.q_norm.weight" in wt:
+                put(b + "attn_q_norm.weight", norm_w(family, wt[p + "self_attn.q_norm.weight"]))
+                put(b + "attn_k_norm.weight", norm_w(family, wt[p + "self_attn.k_norm.weight"]))
+            put(b + "attn_norm.weight", norm_w(family, wt[p + "input_layernorm.weight"]))
+            if family == "gemma3":
+                put(b + "post_attention_norm.weight",
+                    norm_w(family, wt[p + "post_attention_layernorm.weight"]))
+                put(b + "ffn_norm.weight",
+                    norm_w(family, wt[p + "pre_feedforward_layernorm.weight"]))
+                put(b + "post_ffw_norm.weight",
+                    norm_w(family, wt[p + "post_feedforward_layernorm.weight"]))
+            else:
+                put(b + "ffn_norm.weight", norm_w(family, wt[p + "post_attention_layernorm.weight"]))
+            put(b + "ffn_gate.weight", wt[p + "mlp.gate_proj.weight"])
+            put(b + "ffn_up.weight", wt[p + "mlp.up_proj.weight"])
+            put(b + "ffn_down.weight", wt[p + "mlp.down_proj.weight"])
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+
+        logits = [z[f"logits.{i}"] for i in range(len(meta["prompts"]))]
+        with open(os.path.join(out_dir, f"{family}.logits.f32"), "wb") as f:
+            for lg in logits:
+                f.write(np.ascontiguousarray(lg, dtype="<f4").tobytes())
+        info = {
+            "family": family, "arch": arch, "gguf": f"{family}.gguf",
+            "logits": f"{family}.logits.f32", "n_vocab": cfg["vocab_size"],
+            "prompts": meta["prompts"], "greedy": meta["greedy"],
+            "min_top2_margin": meta["min_top2_margin"],
+            "rel_tol": 1e-4, "oracle": f"transformers {meta['transformers']}, "
+                                     f"torch {meta['torch']}, float32 eager, CPU",
+            "seed": meta["seed"],
+        }
+        with open(os.path.join(out_dir, f"{family}.json"), "w") as f:
+            json.dump(info, f, indent=1)
+        print(family, "written")
+
+
+def norm_w(family, w):
+    # Gemma's RMSNorm multiplies by (1 + w); llama.cpp's converter folds the 1 in.
+    return w + 1.0 if family == "gemma3" else w
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("stage", choices=["hf", "gguf"])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--npz", default=None)
+    a = ap.parse_args()
+    if a.stage == "hf":
+        stage_hf(a.out)
+    else:
+        stage_gguf(a.npz, a.out)
+
+
+if __name__ == "__main__":
+    main()
