@@ -58,9 +58,9 @@ typedef enum tm_dtype {
 } tm_dtype;
 
 typedef struct tm_dtype_traits {
-    const char *name;      /* "q4_K", as GGUF and llama.cpp print it */
-    int32_t     blck_size; /* elements per block; 1 for plain types */
-    int32_t     type_size; /* bytes per block */
+    const char *name;        /* "q4_K", as GGUF and llama.cpp print it */
+    int32_t     blck_size;   /* elements per block; 1 for plain types */
+    int32_t     type_size;   /* bytes per block */
     bool        can_dequant; /* TensorMesh has a reference dequantizer */
     bool        can_quant;   /* TensorMesh has a reference quantizer */
 } tm_dtype_traits;

@@ -30,6 +30,10 @@
 #define TM_NORETURN
 #endif
 
+#ifdef __cplusplus
+extern "C" { /* CUDA .cu files include this header */
+#endif
+
 typedef enum tm_status {
     TM_OK = 0,
     TM_ERR_NOMEM = -1,
@@ -90,7 +94,7 @@ void tm_set_allocator(const tm_allocator *a);
 void *tm_malloc(size_t size);
 void *tm_calloc(size_t n, size_t size); /* overflow-checked: NULL when n*size overflows */
 void *tm_realloc(void *p, size_t size);
-void  tm_free(void *p);                 /* NULL is a no-op */
+void  tm_free(void *p); /* NULL is a no-op */
 char *tm_strdup(const char *s);
 char *tm_strndup(const char *s, size_t n);
 
@@ -111,5 +115,9 @@ static inline bool tm_size_add(size_t a, size_t b, size_t *out) {
     *out = a + b;
     return true;
 }
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* TM_STATUS_H */

@@ -22,7 +22,7 @@ static void std_free(void *p, void *user) {
     free(p);
 }
 
-static tm_allocator tm_alloc_cur = {std_malloc, std_realloc, std_free, NULL};
+static tm_allocator          tm_alloc_cur = {std_malloc, std_realloc, std_free, NULL};
 static atomic_uint_least64_t tm_alloc_n;
 
 void tm_set_allocator(const tm_allocator *a) {
@@ -40,7 +40,9 @@ static void *counted(void *p) {
     return p;
 }
 
-void *tm_malloc(size_t size) { return counted(tm_alloc_cur.malloc_fn(size ? size : 1, tm_alloc_cur.user)); }
+void *tm_malloc(size_t size) {
+    return counted(tm_alloc_cur.malloc_fn(size ? size : 1, tm_alloc_cur.user));
+}
 
 void *tm_calloc(size_t n, size_t size) {
     size_t total;

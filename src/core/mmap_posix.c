@@ -65,7 +65,8 @@ tm_status tm_file_read_all(const char *path, size_t max_bytes, char **out, size_
             if (cap > max_bytes + 1) {
                 tm_free(buf);
                 fclose(f);
-                return tm_fail(TM_ERR_FORMAT, "%s: larger than the %zu-byte limit", path, max_bytes);
+                return tm_fail(TM_ERR_FORMAT, "%s: larger than the %zu-byte limit", path,
+                               max_bytes);
             }
             char *nb = tm_realloc(buf, cap * 2);
             if (nb == NULL) {

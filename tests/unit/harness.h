@@ -35,7 +35,7 @@ static inline void tm_test_register(const char *name, tm_test_fn fn) {
 }
 
 #define TEST(name)                                                                                 \
-    static void test_##name(void);                                                                 \
+    static void                              test_##name(void);                                    \
     __attribute__((constructor)) static void reg_##name(void) {                                    \
         tm_test_register(#name, test_##name);                                                      \
     }                                                                                              \

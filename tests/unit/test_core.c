@@ -22,7 +22,7 @@ TEST(size_mul_overflow) {
     EXPECT_TRUE(tm_calloc(SIZE_MAX / 2, 4) == NULL);
 }
 
-static int fail_after;
+static int   fail_after;
 static void *inj_malloc(size_t n, void *u) {
     (void)u;
     return fail_after-- > 0 ? malloc(n) : NULL;

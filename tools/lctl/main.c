@@ -7,9 +7,11 @@
 #include "lctl.h"
 
 static const lctl_cmd lctl_cmds[] = {
-    {"inspect", "show architecture, hyperparameters, tensors and tokenizer of a model", lctl_inspect},
+    {"inspect", "show architecture, hyperparameters, tensors and tokenizer of a model",
+     lctl_inspect},
     {"tokenize", "print the token ids of a text", lctl_tokenize},
     {"detokenize", "print the text of token ids", lctl_detokenize},
+    {"devices", "list the CPU and GPUs this build can use", lctl_devices},
 };
 
 static void usage(FILE *f) {
@@ -25,7 +27,8 @@ int main(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
-    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+        strcmp(argv[1], "help") == 0) {
         usage(stdout);
         return 0;
     }
