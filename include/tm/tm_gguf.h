@@ -34,6 +34,9 @@
 #define TM_GGUF_MAGIC 0x46554747u /* "GGUF" little-endian */
 #define TM_GGUF_DEFAULT_ALIGNMENT 32
 #define TM_GGUF_MAX_DIMS 4
+#define TM_GGUF_MAX_ALIGNMENT (1u << 24) /* general.alignment cap: 16 MiB */
+#define TM_GGUF_MAX_DEPTH 8              /* array nesting levels; 1 = a plain array */
+#define TM_GGUF_MAX_NAME 65535           /* bytes of a key or tensor name */
 
 /* Metadata value types: GGUF's gguf_type numbers (on-disk, append-only). */
 typedef enum tm_gguf_type {
@@ -59,7 +62,7 @@ typedef struct tm_strview {
 } tm_strview;
 
 typedef struct tm_gguf_tensor {
-    tm_strview  name;                 /* points into the mapping */
+    tm_strview  name; /* points into the mapping */
     tm_dtype    dtype;
     int32_t     n_dims;               /* 1..4 */
     int64_t     ne[TM_GGUF_MAX_DIMS]; /* elements per dim, ne[0] fastest; unused dims are 1 */
@@ -106,15 +109,26 @@ double     tm_gguf_kv_f64(const tm_gguf *g, int64_t i);
 bool       tm_gguf_kv_bool(const tm_gguf *g, int64_t i);
 tm_strview tm_gguf_kv_str(const tm_gguf *g, int64_t i);
 
-/* Arrays: element type, count and elements. Nested arrays are allowed: for an
- * element type of TM_GGUF_TYPE_ARRAY, tm_gguf_kv_arr_sub() returns a handle to
- * element j that the same accessors take (index < 0 form; see the .c file). */
+/* Arrays: element type, count and elements. i is either a kv index (its
+ * value must be an array) or a nested-array handle from tm_gguf_kv_arr_sub().
+ * Handles of nested arrays are negative, so they never alias a kv index; the
+ * array accessors and tm_gguf_kv_type() take both, tm_gguf_kv_key() only kv
+ * indices. Every handle stays valid until tm_gguf_close().
+ *
+ *     int64_t k = tm_gguf_find_key(g, "tokenizer.ggml.merges_nested");
+ *     for (uint64_t j = 0; j < tm_gguf_kv_arr_n(g, k); j++) {
+ *         int64_t sub = tm_gguf_kv_arr_sub(g, k, j);   // element j, itself an array
+ *         ...tm_gguf_kv_arr_type(g, sub), tm_gguf_kv_arr_n(g, sub)...
+ *     }
+ */
 tm_gguf_type tm_gguf_kv_arr_type(const tm_gguf *g, int64_t i);
 uint64_t     tm_gguf_kv_arr_n(const tm_gguf *g, int64_t i);
-/* Element j of a numeric/bool array, for element types of fixed size: a pointer
- * to its little-endian bytes inside the mapping (possibly unaligned). */
+/* Element 0 of an array of fixed-size elements (any type but STRING and ARRAY):
+ * a pointer to n little-endian elements inside the mapping, possibly
+ * unaligned (read them with tm_bytes.h). Bool elements are validated 0 or 1. */
 const void *tm_gguf_kv_arr_data(const tm_gguf *g, int64_t i);
 tm_strview  tm_gguf_kv_arr_str(const tm_gguf *g, int64_t i, uint64_t j); /* string arrays */
+int64_t     tm_gguf_kv_arr_sub(const tm_gguf *g, int64_t i, uint64_t j); /* arrays of arrays */
 
 /* Integer value of any integer or bool kv, widened; TM_ERR_FORMAT on other types,
  * TM_ERR_NOT_FOUND when the key is absent (message names the key). */
@@ -163,18 +177,29 @@ tm_status tm_gguf_writer_set_f64(tm_gguf_writer *w, const char *key, double v);
 tm_status tm_gguf_writer_set_bool(tm_gguf_writer *w, const char *key, bool v);
 tm_status tm_gguf_writer_set_str(tm_gguf_writer *w, const char *key, const char *v);
 tm_status tm_gguf_writer_set_strn(tm_gguf_writer *w, const char *key, const char *v, size_t len);
-/* Array of fixed-size elements (type must not be STRING or ARRAY); n elements
- * of their little-endian encoding are copied from data (host order is converted). */
+/* Array of fixed-size elements (type must not be STRING or ARRAY): data holds n
+ * host-order elements of the C type matching type (bool for BOOL, float for
+ * FLOAT32, ...); they are converted to little-endian and copied. Empty arrays
+ * are allowed (n == 0, data may be NULL). */
 tm_status tm_gguf_writer_set_arr(tm_gguf_writer *w, const char *key, tm_gguf_type type,
                                  const void *data, uint64_t n);
 tm_status tm_gguf_writer_set_arr_str(tm_gguf_writer *w, const char *key, const char *const *v,
                                      uint64_t n);
-/* Copies every kv of src (nested arrays included), e.g. to requantize a model. */
+/* Copies every kv of src (nested arrays included), e.g. to requantize a model.
+ * Keys already set are replaced; src is only read during the call. */
 tm_status tm_gguf_writer_copy_kv(tm_gguf_writer *w, const tm_gguf *src);
 
+/* ne[0..n_dims) as in tm_gguf_tensor; n_bytes must equal the size the shape
+ * needs, else TM_ERR_INVALID (also for duplicate names). data is borrowed: it
+ * must stay valid and unchanged until the last write call. */
 tm_status tm_gguf_writer_add_tensor(tm_gguf_writer *w, const char *name, tm_dtype dtype,
                                     int32_t n_dims, const int64_t *ne, const void *data,
                                     size_t n_bytes);
+/* Writes the file (TM_ERR_IO on failure; a partial file may remain). Fails with
+ * TM_ERR_INVALID when general.alignment is set but is not a uint32 power of
+ * two <= TM_GGUF_MAX_ALIGNMENT. */
 tm_status tm_gguf_writer_write(tm_gguf_writer *w, const char *path);
+/* Same bytes into a new buffer; the caller frees *out with tm_free(). */
+tm_status tm_gguf_writer_write_memory(tm_gguf_writer *w, uint8_t **out, size_t *out_size);
 
 #endif /* TM_GGUF_H */
