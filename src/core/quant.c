@@ -325,8 +325,8 @@ static tm_status quant_prepare(tm_dtype t, const void *src, const void *dst, int
 }
 
 tm_status tm_dequantize_row(tm_dtype t, const void *src, float *dst, int64_t n) {
-    const quant_kernels *k;
-    int64_t              nb;
+    const quant_kernels *k = NULL;
+    int64_t              nb = 0;
     TM_TRY(quant_prepare(t, src, dst, n, false, &k, &nb));
     if (nb > 0)
         k->dequant((const uint8_t *)src, dst, nb);
@@ -334,8 +334,8 @@ tm_status tm_dequantize_row(tm_dtype t, const void *src, float *dst, int64_t n) 
 }
 
 tm_status tm_quantize_row(tm_dtype t, const float *src, void *dst, int64_t n) {
-    const quant_kernels *k;
-    int64_t              nb;
+    const quant_kernels *k = NULL;
+    int64_t              nb = 0;
     TM_TRY(quant_prepare(t, src, dst, n, true, &k, &nb));
     if (nb > 0)
         k->quant(src, (uint8_t *)dst, nb);
