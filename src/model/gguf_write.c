@@ -371,7 +371,7 @@ tm_status tm_gguf_writer_copy_kv(tm_gguf_writer *w, const tm_gguf *src) {
                 tm_store_u64_le(v, u);
                 break;
             }
-            default: TM_ASSERT(!"type validated by the reader");
+            default: TM_ASSERT(false); /* the reader admits only the 13 GGUF types */
             }
             buf_put(&b, v, gw_fixed_size(t));
         }

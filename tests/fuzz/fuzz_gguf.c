@@ -53,7 +53,7 @@ static void fz_walk(const tm_gguf *g) {
         case TM_GGUF_TYPE_BOOL: fz_sink += tm_gguf_kv_bool(g, i); break;
         case TM_GGUF_TYPE_STRING: fz_sink += tm_gguf_kv_str(g, i).len; break;
         case TM_GGUF_TYPE_ARRAY: fz_walk_array(g, i, 1); break;
-        default: TM_ASSERT(!"the reader admitted an unknown value type");
+        default: TM_ASSERT(false); /* the reader admitted an unknown value type */
         }
         /* The key must be found again by name unless it holds a NUL byte. */
         char name[TM_GGUF_MAX_NAME + 1];
