@@ -33,11 +33,13 @@
 #include "tm/tm_gguf.h"
 #include "tm/tm_io.h"
 
+/* Smallest encodings, used to bound counts by the bytes left:
+ * kv = key length 8 + key 1 + type 4 + value 1;
+ * tensor info = name length 8 + name 1 + n_dims 4 + one ne 8 + dtype 4 + offset 8. */
 #define GGUF_N_TYPES 13
-#define GGUF_MIN_KV_BYTES 14     /* key length 8 + key >= 1 + type 4 + value >= 1 */
-#define GGUF_MIN_TENSOR_BYTES 33 /* name length 8 + name >= 1 + n_dims 4 + ne 8 + type 4 + off 8   \
-                                  */
-#define GGUF_MSG_NAME 96         /* bytes of a key or tensor name quoted in messages */
+#define GGUF_MIN_KV_BYTES 14
+#define GGUF_MIN_TENSOR_BYTES 33
+#define GGUF_MSG_NAME 96 /* bytes of a key or tensor name quoted in messages */
 
 typedef struct gguf_node {
     const uint8_t *data;     /* scalar: value bytes; string: length prefix; array: element 0 */
