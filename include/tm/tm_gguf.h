@@ -115,7 +115,7 @@ tm_strview tm_gguf_kv_str(const tm_gguf *g, int64_t i);
  * array accessors and tm_gguf_kv_type() take both, tm_gguf_kv_key() only kv
  * indices. Every handle stays valid until tm_gguf_close().
  *
- *     int64_t k = tm_gguf_find_key(g, "tokenizer.ggml.merges_nested");
+ *     int64_t k = tm_gguf_find_key(g, "example.nested"); // [[1, 2], [3]]
  *     for (uint64_t j = 0; j < tm_gguf_kv_arr_n(g, k); j++) {
  *         int64_t sub = tm_gguf_kv_arr_sub(g, k, j);   // element j, itself an array
  *         ...tm_gguf_kv_arr_type(g, sub), tm_gguf_kv_arr_n(g, sub)...
