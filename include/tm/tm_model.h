@@ -1,0 +1,104 @@
+/*
+ * tm_model.h - load a decoder-only transformer (weights + recipe) and run it on
+ * the CPU: tm_model holds the immutable weights, tm_ctx one sequence's KV cache
+ * and scratch.
+ *
+ * A model is a recipe (docs/recipes.md: the decoder block as data, chosen by the
+ * GGUF general.architecture) plus weights. Sources: a GGUF file (tensors point
+ * into the read-only mapping, zero copy) or a llama2.c checkpoint (.bin, loaded
+ * as the llama recipe, also zero copy).
+ *
+ *     tm_model_params mp = tm_model_params_default();
+ *     mp.path = "models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf";
+ *     tm_model *model = NULL;
+ *     if (tm_model_load(&mp, &model) != TM_OK) die(tm_last_error());
+ *     tm_ctx_params cp = tm_ctx_params_default();
+ *     tm_ctx *ctx = NULL;
+ *     if (tm_ctx_init(model, &cp, &ctx) != TM_OK) die(tm_last_error());
+ *     tm_ctx_decode(ctx, ids, n_ids);                 // prompt (n_ids <= cp.n_batch)
+ *     const float *logits = tm_ctx_logits(ctx, -1);  // last token, n_vocab floats
+ *     tm_ctx_decode(ctx, &next, 1);                   // one step: no heap allocation
+ *     tm_ctx_free(ctx);
+ *     tm_model_free(model);
+ *
+ * Threads: a tm_model is immutable after tm_model_load() returns; any number of
+ * threads and contexts may share it. A tm_ctx is used by one thread at a time
+ * (it owns a pool of n_threads - 1 compute threads of its own).
+ */
+#ifndef TM_MODEL_H
+#define TM_MODEL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "tm/tm_dtype.h"
+#include "tm/tm_status.h"
+
+typedef struct tm_model tm_model; /* opaque */
+typedef struct tm_ctx   tm_ctx;   /* opaque */
+typedef struct tm_gguf  tm_gguf;  /* tm_gguf.h */
+
+typedef struct tm_model_params {
+    const char *path; /* GGUF file or llama2.c checkpoint; borrowed during the call */
+} tm_model_params;
+
+/* Hyperparameters read from the file (validated at load). */
+typedef struct tm_hparams {
+    int32_t n_vocab;
+    int32_t n_ctx_train;  /* positions the model was trained for */
+    int32_t n_embd;
+    int32_t n_layer;
+    int32_t n_head;
+    int32_t n_head_kv;
+    int32_t head_dim;     /* per head, for q, k and v */
+    int32_t n_rot;        /* rotated dims per head (<= head_dim) */
+    int32_t n_ff;
+    int32_t n_swa;        /* sliding window in tokens, 0 = none */
+    float   rope_theta;
+    float   rope_theta_swa; /* theta of sliding-window layers */
+    float   rms_eps;
+    int32_t bos_id, eos_id; /* -1 when unknown */
+} tm_hparams;
+
+tm_model_params tm_model_params_default(void);
+
+/* On success stores a new model in *out (release with tm_model_free). Errors
+ * name the problem: unknown architecture, missing tensor, shape mismatch,
+ * unsupported dtype, bad hyperparameter. *out stays NULL on failure. */
+tm_status tm_model_load(const tm_model_params *params, tm_model **out);
+void      tm_model_free(tm_model *model); /* NULL is a no-op */
+
+const tm_hparams *tm_model_get_hparams(const tm_model *model); /* owned by model */
+const char       *tm_model_arch(const tm_model *model);        /* owned by model */
+/* The open GGUF (e.g. for its tokenizer); NULL for other sources. Owned by model. */
+const tm_gguf *tm_model_gguf(const tm_model *model);
+
+/* ---- context ------------------------------------------------------------------ */
+typedef struct tm_ctx_params {
+    int32_t  n_ctx;      /* positions of KV cache; 0 = min(n_ctx_train, 2048) */
+    int32_t  n_batch;    /* most tokens per tm_ctx_decode call; 0 = min(n_ctx, 128) */
+    int32_t  n_threads;  /* compute threads; 0 = online CPUs */
+    tm_dtype kv_dtype;   /* TM_DTYPE_F32 (default) or TM_DTYPE_F16 */
+    bool     logits_all; /* logits for every token of a batch, not just the last */
+} tm_ctx_params;
+
+tm_ctx_params tm_ctx_params_default(void);
+
+/* Reserves everything a decode step needs (KV cache, graph, scratch, threads):
+ * measure, reserve, run. The model must outlive the context. */
+tm_status tm_ctx_init(const tm_model *model, const tm_ctx_params *params, tm_ctx **out);
+void      tm_ctx_free(tm_ctx *ctx); /* NULL is a no-op */
+
+/* Appends n_tokens (1..n_batch) at position tm_ctx_n_past() and computes logits.
+ * TM_ERR_INVALID for a token id outside [0, n_vocab) or a bad count, TM_ERR_FULL
+ * when the cache has no room. Does no heap allocation. */
+tm_status tm_ctx_decode(tm_ctx *ctx, const int32_t *tokens, int32_t n_tokens);
+
+/* Logits (n_vocab floats) of token i of the last batch (logits_all), or of its
+ * last token for i = -1. Owned by ctx, valid until the next decode. */
+const float *tm_ctx_logits(const tm_ctx *ctx, int32_t i);
+int32_t      tm_ctx_n_past(const tm_ctx *ctx);
+int32_t      tm_ctx_n_ctx(const tm_ctx *ctx);
+void         tm_ctx_clear(tm_ctx *ctx); /* forget the sequence: n_past = 0 */
+
+#endif /* TM_MODEL_H */
