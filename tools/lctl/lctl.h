@@ -12,6 +12,7 @@ typedef struct lctl_cmd {
 int lctl_inspect(int argc, char **argv);
 int lctl_tokenize(int argc, char **argv);
 int lctl_detokenize(int argc, char **argv);
+int lctl_run(int argc, char **argv);
 int lctl_devices(int argc, char **argv);
 
 #endif

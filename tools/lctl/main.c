@@ -10,6 +10,7 @@ static const lctl_cmd lctl_cmds[] = {
     {"inspect", "show architecture, hyperparameters, tensors and tokenizer of a model",
      lctl_inspect},
     {"tokenize", "print the token ids of a text", lctl_tokenize},
+    {"run", "generate a continuation of a prompt on the CPU (one-shot, no server)", lctl_run},
     {"detokenize", "print the text of token ids", lctl_detokenize},
     {"devices", "list the CPU and GPUs this build can use", lctl_devices},
 };
