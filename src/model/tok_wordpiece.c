@@ -8,14 +8,10 @@
 
 #include "model/tokenizer_int.h"
 
-tm_status tm__tk_wordpiece_piece(const tm_tokenizer *t, const char *s, size_t n, tk_ids *out) {
-    if (n == 0)
-        return TM_OK;
+static tm_status wp_core(const tm_tokenizer *t, const char *s, size_t n, size_t n_chars,
+                         tk_ids *out) {
     const uint8_t *p = (const uint8_t *)s;
-    size_t         n_chars = 0;
-    for (size_t i = 0; i < n; i++)
-        n_chars += (p[i] & 0xC0) != 0x80;
-    size_t mark = out->n;
+    size_t         mark = out->n;
     if (t->wp_max_chars > 0 && n_chars > (size_t)t->wp_max_chars)
         goto unk;
 
@@ -30,7 +26,7 @@ tm_status tm__tk_wordpiece_piece(const tm_tokenizer *t, const char *s, size_t n,
     while (start < n) {
         size_t end = n;
         /* No token is longer than max_token_len bytes: start the search there. */
-        size_t  lim = t->max_token_len + (start > 0 ? 0 : pre);
+        size_t  lim = t->max_token_len; /* bytes; a piece is never longer than a token */
         int32_t found = -1;
         if (end - start > lim) {
             end = start + lim;
@@ -70,4 +66,23 @@ unk:
     if (t->unk_id < 0)
         return tm_fail(TM_ERR_INVALID, "tokenizer: WordPiece word has no pieces and no unk_token");
     return tm__tk_ids_push(out, t->unk_id);
+}
+
+tm_status tm__tk_wordpiece_piece(const tm_tokenizer *t, const char *s, size_t n, tk_ids *out) {
+    if (n == 0)
+        return TM_OK;
+    size_t n_chars = 0;
+    for (size_t i = 0; i < n; i++)
+        n_chars += ((uint8_t)s[i] & 0xC0) != 0x80;
+    if (!t->wp_word_prefix)
+        return wp_core(t, s, n, n_chars, out);
+    /* llama.cpp's converted BERT vocabulary marks word starts with U+2581. */
+    char *w = tm_malloc(n + 3);
+    if (w == NULL)
+        return tm_fail(TM_ERR_NOMEM, "tokenizer: out of memory (wordpiece)");
+    memcpy(w, "\xE2\x96\x81", 3);
+    memcpy(w + 3, s, n);
+    tm_status st = wp_core(t, w, n + 3, n_chars, out);
+    tm_free(w);
+    return st;
 }

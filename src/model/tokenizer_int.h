@@ -220,8 +220,9 @@ struct tm_tokenizer {
     size_t      cont_prefix_len;
     char       *eow_suffix; /* BPE end_of_word_suffix; owned or NULL */
     size_t      eow_suffix_len;
-    int32_t     wp_max_chars;  /* WordPiece max_input_chars_per_word */
-    int32_t     byte_ids[256]; /* id of "<0xXX>" or -1 */
+    int32_t     wp_max_chars;   /* WordPiece max_input_chars_per_word */
+    bool        wp_word_prefix; /* GGUF BERT: words start with "▁", continuations are bare */
+    int32_t     byte_ids[256];  /* id of "<0xXX>" or -1 */
 
     tk_norm *norm;
     int      n_norm;
