@@ -14,5 +14,6 @@ int lctl_tokenize(int argc, char **argv);
 int lctl_detokenize(int argc, char **argv);
 int lctl_run(int argc, char **argv);
 int lctl_devices(int argc, char **argv);
+int lctl_template(int argc, char **argv);
 
 #endif

@@ -13,6 +13,7 @@ static const lctl_cmd lctl_cmds[] = {
     {"run", "generate a continuation of a prompt on the CPU (one-shot, no server)", lctl_run},
     {"detokenize", "print the text of token ids", lctl_detokenize},
     {"devices", "list the CPU and GPUs this build can use", lctl_devices},
+    {"template", "render a conversation with a model's chat template", lctl_template},
 };
 
 static void usage(FILE *f) {
