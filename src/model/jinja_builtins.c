@@ -91,7 +91,15 @@ static tm_status str_case(jj_ctx *c, jv s, case_op op, jv *out) {
             continue;
         }
         switch (op) {
-        case CASE_UPPER: r = utf8proc_toupper(r); break;
+        case CASE_UPPER:
+            if (cp == 0xdf) { /* Python's full mapping: sharp s uppercases to "SS" */
+                st = tm__jj_buf_put(&b, "SS", 2);
+                first = false;
+                i = j;
+                continue;
+            }
+            r = utf8proc_toupper(r);
+            break;
         case CASE_LOWER: r = utf8proc_tolower(r); break;
         case CASE_CAPITALIZE: r = first ? utf8proc_totitle(r) : utf8proc_tolower(r); break;
         case CASE_TITLE_PY:
@@ -1227,13 +1235,21 @@ static tm_status f_round(jj_ctx *c, jv v, const jj_args *a, jv *out) {
     double x = v.type == JV_FLOAT ? v.u.f : v.type == JV_INT ? (double)v.u.i : v.u.b;
     double m = pow(10.0, (double)(prec < -300 ? -300 : prec > 300 ? 300 : prec));
     double y = x * m;
-    if (method.type == JV_STR && method.u.s.n == 4 && memcmp(method.u.s.p, "ceil", 4) == 0)
-        y = ceil(y);
-    else if (method.type == JV_STR && method.u.s.n == 5 && memcmp(method.u.s.p, "floor", 5) == 0)
-        y = floor(y);
-    else
-        y = nearbyint(y); /* Python's round: half to even */
-    *out = jv_float(y / m);
+    if (method.type == JV_STR && method.u.s.n == 4 && memcmp(method.u.s.p, "ceil", 4) == 0) {
+        y = ceil(y) / m;
+    } else if (method.type == JV_STR && method.u.s.n == 5 &&
+               memcmp(method.u.s.p, "floor", 5) == 0) {
+        y = floor(y) / m;
+    } else if (prec >= 0 && prec <= 300 && isfinite(x)) {
+        /* Python's round(x, n) rounds the exact binary value half to even, which
+         * is what printf's correctly rounded %.*f does: 2.675 -> 2.67. */
+        char buf[400];
+        snprintf(buf, sizeof buf, "%.*f", (int)prec, x);
+        y = strtod(buf, NULL);
+    } else {
+        y = nearbyint(y) / m;
+    }
+    *out = jv_float(y);
     return TM_OK;
 }
 

@@ -546,7 +546,7 @@ static tm_status call_macro(jj_ctx *c, const jj_func *f, const jj_args *a, jv *o
             TM_TRY(tm__jj_dict_set(c, kwargs, jv_strn(a->kw_names[k], strlen(a->kw_names[k])),
                                    a->kw[k]));
     }
-    jv vl = {.type = JV_LIST, .u.l = varargs}, vk = {.type = JV_DICT, .u.d = kwargs};
+    jv vl = {.type = JV_TUPLE, .u.l = varargs}, vk = {.type = JV_DICT, .u.d = kwargs};
     TM_TRY(assign(c, s, "varargs", vl));
     TM_TRY(assign(c, s, "kwargs", vk));
     c->depth++;

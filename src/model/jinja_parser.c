@@ -249,6 +249,8 @@ static tm_status parse_filter_expr(parser *P, jj_node **node) {
                 return nomem(P);
             TM_TRY(parse_call_args(P, call));
             call->a = *node;
+            call->line = (*node)->line; /* errors point at the callee, not at '(' */
+            call->col = (*node)->col;
             *node = call;
         } else {
             return TM_OK;
@@ -339,6 +341,8 @@ static tm_status parse_postfix(parser *P, jj_node **node) {
                 return nomem(P);
             TM_TRY(parse_call_args(P, call));
             call->a = *node;
+            call->line = (*node)->line; /* errors point at the callee, not at '(' */
+            call->col = (*node)->col;
             *node = call;
         } else {
             return TM_OK;
