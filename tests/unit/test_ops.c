@@ -94,6 +94,7 @@ static void check_mul_mat(tm_dtype dt, int K, int N, int T, double tol) {
 }
 
 TEST(mul_mat_dtypes) {
+    tm__cpu_set_use_ref(true);
     check_mul_mat(TM_DTYPE_F32, 256, 33, 3, 1e-4);
     check_mul_mat(TM_DTYPE_F16, 256, 17, 2, 1e-4);
     check_mul_mat(TM_DTYPE_Q8_0, 256, 9, 1, 1e-4);
@@ -101,6 +102,15 @@ TEST(mul_mat_dtypes) {
     check_mul_mat(TM_DTYPE_Q5_0, 256, 9, 2, 1e-4);
     check_mul_mat(TM_DTYPE_Q4_K, 512, 9, 2, 1e-4);
     check_mul_mat(TM_DTYPE_Q6_K, 256, 9, 3, 1e-4);
+}
+
+/* Integer (8-bit activation) path against the float reference: ~1e-3 relative. */
+TEST(mul_mat_int_path) {
+    tm__cpu_set_use_ref(false);
+    check_mul_mat(TM_DTYPE_Q8_0, 256, 9, 3, 0.1); /* |dot| ~ 5: ~1% */
+    check_mul_mat(TM_DTYPE_Q5_0, 512, 9, 2, 0.1);
+    check_mul_mat(TM_DTYPE_Q4_0, 256, 9, 1, 0.1);
+    tm__cpu_set_use_ref(true);
 }
 
 TEST(rope_modes) {
