@@ -38,7 +38,9 @@ static void detokenize_usage(FILE *f) {
                "options:\n"
                "  --ids IDS        the ids\n"
                "  --file FILE      read the ids from FILE\n"
-               "  --skip-special   leave special tokens (BOS, EOS, ...) out of the text\n");
+               "  --skip-special   leave special tokens (BOS, EOS, ...) out of the text\n"
+               "  --stream         decode one id at a time through the streaming detokenizer\n"
+               "                   (what 'lctl run' prints; never splits a UTF-8 character)\n");
 }
 
 static int load(const char *path, tm_tokenizer **tok) {
@@ -148,13 +150,15 @@ static int parse_ids(const char *s, int32_t **out, size_t *n) {
 
 int lctl_detokenize(int argc, char **argv) {
     const char *path = NULL, *ids_s = NULL, *file = NULL;
-    bool        skip = false;
+    bool        skip = false, stream = false;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             detokenize_usage(stdout);
             return 0;
         } else if (strcmp(argv[i], "--skip-special") == 0) {
             skip = true;
+        } else if (strcmp(argv[i], "--stream") == 0) {
+            stream = true;
         } else if (strcmp(argv[i], "--ids") == 0 && i + 1 < argc) {
             ids_s = argv[++i];
         } else if (strcmp(argv[i], "--file") == 0 && i + 1 < argc) {
@@ -193,7 +197,24 @@ int lctl_detokenize(int argc, char **argv) {
     char  *text = NULL;
     size_t len = 0;
     int    rc = 0;
-    if (tm_tokenizer_decode(tok, ids, n, skip, &text, &len) != TM_OK) {
+    if (stream) {
+        tm_detokenizer *d = NULL;
+        const char     *chunk;
+        size_t          clen;
+        tm_status       st = tm_detokenizer_init(tok, skip, &d);
+        for (size_t i = 0; st == TM_OK && i < n; i++)
+            if ((st = tm_detokenizer_feed(d, ids[i], &chunk, &clen)) == TM_OK)
+                fwrite(chunk, 1, clen, stdout);
+        if (st == TM_OK && (st = tm_detokenizer_flush(d, &chunk, &clen)) == TM_OK)
+            fwrite(chunk, 1, clen, stdout);
+        if (st != TM_OK) {
+            fprintf(stderr, "lctl detokenize: %s\n", tm_last_error());
+            rc = 1;
+        } else {
+            printf("\n");
+        }
+        tm_detokenizer_free(d);
+    } else if (tm_tokenizer_decode(tok, ids, n, skip, &text, &len) != TM_OK) {
         fprintf(stderr, "lctl detokenize: %s\n", tm_last_error());
         rc = 1;
     } else {
