@@ -239,7 +239,13 @@ static double num_f(jv v) {
     return v.type == JV_FLOAT ? v.u.f : v.type == JV_INT ? (double)v.u.i : (double)v.u.b;
 }
 
-bool tm__jj_equal(jv a, jv b) {
+/* Containers built by a template can nest arbitrarily deep ([[[...]]] in a loop);
+ * recursion over values stops at this depth so the C stack stays bounded. */
+#define JJ_VALUE_MAX_DEPTH 500
+
+static bool equal_d(jv a, jv b, int depth) {
+    if (depth > JJ_VALUE_MAX_DEPTH)
+        return false;
     if (jv_is_num(a) && jv_is_num(b)) {
         if (a.type != JV_FLOAT && b.type != JV_FLOAT) {
             int64_t x = a.type == JV_INT ? a.u.i : a.u.b, y = b.type == JV_INT ? b.u.i : b.u.b;
@@ -260,7 +266,7 @@ bool tm__jj_equal(jv a, jv b) {
         if (a.u.l->n != b.u.l->n)
             return false;
         for (size_t i = 0; i < a.u.l->n; i++)
-            if (!tm__jj_equal(a.u.l->v[i], b.u.l->v[i]))
+            if (!equal_d(a.u.l->v[i], b.u.l->v[i], depth + 1))
                 return false;
         return true;
     case JV_DICT:
@@ -268,7 +274,7 @@ bool tm__jj_equal(jv a, jv b) {
             return false;
         for (size_t i = 0; i < a.u.d->n; i++) {
             jv o;
-            if (!tm__jj_dict_get(b.u.d, a.u.d->k[i], &o) || !tm__jj_equal(a.u.d->v[i], o))
+            if (!tm__jj_dict_get(b.u.d, a.u.d->k[i], &o) || !equal_d(a.u.d->v[i], o, depth + 1))
                 return false;
         }
         return true;
@@ -277,6 +283,8 @@ bool tm__jj_equal(jv a, jv b) {
     default: return false;
     }
 }
+
+bool tm__jj_equal(jv a, jv b) { return equal_d(a, b, 0); }
 
 const char *tm__jj_type_name(jv v) {
     switch (v.type) {
@@ -295,7 +303,9 @@ const char *tm__jj_type_name(jv v) {
     return "?";
 }
 
-tm_status tm__jj_compare(jj_ctx *c, jv a, jv b, int *out) {
+static tm_status compare_d(jj_ctx *c, jv a, jv b, int depth, int *out) {
+    if (depth > JJ_VALUE_MAX_DEPTH)
+        return tm__jj_err(c, "values nested too deeply to compare");
     if (jv_is_num(a) && jv_is_num(b)) {
         if (a.type != JV_FLOAT && b.type != JV_FLOAT) {
             int64_t x = a.type == JV_INT ? a.u.i : a.u.b, y = b.type == JV_INT ? b.u.i : b.u.b;
@@ -318,7 +328,7 @@ tm_status tm__jj_compare(jj_ctx *c, jv a, jv b, int *out) {
         for (size_t i = 0; i < n; i++) {
             if (tm__jj_equal(a.u.l->v[i], b.u.l->v[i]))
                 continue;
-            return tm__jj_compare(c, a.u.l->v[i], b.u.l->v[i], out);
+            return compare_d(c, a.u.l->v[i], b.u.l->v[i], depth + 1, out);
         }
         *out = a.u.l->n < b.u.l->n ? -1 : a.u.l->n > b.u.l->n;
         return TM_OK;
@@ -331,6 +341,8 @@ tm_status tm__jj_compare(jj_ctx *c, jv a, jv b, int *out) {
     return tm__jj_err(c, "'<' not supported between instances of '%s' and '%s'",
                       tm__jj_type_name(a), tm__jj_type_name(b));
 }
+
+tm_status tm__jj_compare(jj_ctx *c, jv a, jv b, int *out) { return compare_d(c, a, b, 0, out); }
 
 /* ---- UTF-8 ------------------------------------------------------------------ */
 size_t tm__jj_utf8_next(const char *p, size_t n, size_t i, uint32_t *cp) {
@@ -495,7 +507,9 @@ static tm_status repr_str(jv v, jj_buf *b) {
     return tm__jj_buf_put(b, &q, 1);
 }
 
-tm_status tm__jj_repr_buf(jj_ctx *c, jv v, jj_buf *b) {
+static tm_status repr_d(jj_ctx *c, jv v, int depth, jj_buf *b) {
+    if (depth > JJ_VALUE_MAX_DEPTH)
+        return tm__jj_err(c, "values nested too deeply to print");
     switch (v.type) {
     case JV_STR: return repr_str(v, b);
     case JV_LIST:
@@ -504,7 +518,7 @@ tm_status tm__jj_repr_buf(jj_ctx *c, jv v, jj_buf *b) {
         for (size_t i = 0; i < v.u.l->n; i++) {
             if (i)
                 TM_TRY(buf_puts(b, ", "));
-            TM_TRY(tm__jj_repr_buf(c, v.u.l->v[i], b));
+            TM_TRY(repr_d(c, v.u.l->v[i], depth + 1, b));
         }
         if (v.type == JV_TUPLE && v.u.l->n == 1)
             TM_TRY(buf_puts(b, ","));
@@ -516,9 +530,9 @@ tm_status tm__jj_repr_buf(jj_ctx *c, jv v, jj_buf *b) {
         for (size_t i = 0; i < v.u.d->n; i++) {
             if (i)
                 TM_TRY(buf_puts(b, ", "));
-            TM_TRY(tm__jj_repr_buf(c, v.u.d->k[i], b));
+            TM_TRY(repr_d(c, v.u.d->k[i], depth + 1, b));
             TM_TRY(buf_puts(b, ": "));
-            TM_TRY(tm__jj_repr_buf(c, v.u.d->v[i], b));
+            TM_TRY(repr_d(c, v.u.d->v[i], depth + 1, b));
         }
         return buf_puts(b, v.type == JV_NS ? "}>" : "}");
     }
@@ -526,6 +540,8 @@ tm_status tm__jj_repr_buf(jj_ctx *c, jv v, jj_buf *b) {
     default: return tm__jj_to_str_buf(c, v, b);
     }
 }
+
+tm_status tm__jj_repr_buf(jj_ctx *c, jv v, jj_buf *b) { return repr_d(c, v, 0, b); }
 
 tm_status tm__jj_to_str_buf(jj_ctx *c, jv v, jj_buf *b) {
     char tmp[64];

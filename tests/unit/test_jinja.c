@@ -281,6 +281,15 @@ TEST(limits_stop_runaway_templates) {
     EXPECT_TRUE(render("{% set ns = namespace(s='x') %}{% for i in range(40) %}"
                        "{% set ns.s = ns.s ~ ns.s %}{% endfor %}",
                        &rp, &out) != TM_OK);
+    /* values nested deeper than the C stack should recurse */
+    rp = tm_chat_render_params_default();
+    EXPECT_TRUE(render("{% set ns = namespace(x=[]) %}{% for i in range(5000) %}"
+                       "{% set ns.x = [ns.x] %}{% endfor %}{{ ns.x }}",
+                       &rp, &out) == TM_ERR_FORMAT);
+    EXPECT_TRUE(strstr(tm_last_error(), "nested too deeply") != NULL);
+    EXPECT_TRUE(render("{% set ns = namespace(x=[]) %}{% for i in range(5000) %}"
+                       "{% set ns.x = [ns.x] %}{% endfor %}{{ ns.x | tojson }}",
+                       &rp, &out) == TM_ERR_FORMAT);
     /* parser nesting */
     char deep[3000];
     memset(deep, '(', 1000);
