@@ -41,29 +41,29 @@
 #define TM_GRAPH_ALIGN 64 /* bytes: every placed node starts on a cache line */
 
 typedef enum tm_op {
-    TM_OP_NONE = 0,  /* leaf: data owned by the caller */
-    TM_OP_VIEW,      /* view of src0 at ip[0] bytes (+ ip[1] << 31); no compute */
-    TM_OP_GET_ROWS,  /* src0 [E, V] any dtype, src1 ids [T] I32 -> [E, T] F32 */
-    TM_OP_RMS_NORM,  /* x / sqrt(mean(x^2) + fp[0]) over ne[0] */
-    TM_OP_MUL_MAT,   /* src0 W [K, N] any dtype, src1 X [K, T..] F32 -> [N, T..] F32 */
-    TM_OP_ADD,       /* src0 + src1; src1 rows repeat over src0 rows */
-    TM_OP_MUL,       /* src0 * src1; src1 rows repeat over src0 rows */
-    TM_OP_SCALE,     /* src0 * fp[0] */
-    TM_OP_SILU,      /* x * sigmoid(x) */
-    TM_OP_GELU,      /* tanh approximation (HF gelu_pytorch_tanh) */
-    TM_OP_SOFTCAP,   /* fp[0] * tanh(x / fp[0]) */
-    TM_OP_SOFTMAX,   /* softmax(fp[0] * x) over ne[0] */
-    TM_OP_ROPE,      /* src0 [hd, nh, T], src1 pos [T] I32, src2 freq factors [n_rot/2] F32
-                        or NULL; ip[0] n_rot, ip[1] tm_rope_mode; fp[0] theta base */
-    TM_OP_KV_STORE,  /* src0 k [hd, nkv, T], src1 v [hd, nkv, T], src2 K cache, src3 V cache
-                        ([hd*nkv, n_ctx] F32/F16 leaves), src4 pos [T]; writes row pos[t]
-                        of each cache. Result has no data: later nodes list it as a source
-                        to order themselves after the write. */
-    TM_OP_ATTN,      /* src0 q [hd, nh, T], src1 K cache, src2 V cache, src3 pos [T],
-                        src4 the KV_STORE node; causal attention over cache rows
-                        [lo, pos[t]], lo = pos[t] - ip[0] + 1 when ip[0] (sliding window)
-                        > 0 else 0; fp[0] scale, fp[1] logit soft-cap (0 = none).
-                        -> [hd * nh, T] F32 */
+    TM_OP_NONE = 0, /* leaf: data owned by the caller */
+    TM_OP_VIEW,     /* view of src0 at ip[0] bytes (+ ip[1] << 31); no compute */
+    TM_OP_GET_ROWS, /* src0 [E, V] any dtype, src1 ids [T] I32 -> [E, T] F32 */
+    TM_OP_RMS_NORM, /* x / sqrt(mean(x^2) + fp[0]) over ne[0] */
+    TM_OP_MUL_MAT,  /* src0 W [K, N] any dtype, src1 X [K, T..] F32 -> [N, T..] F32 */
+    TM_OP_ADD,      /* src0 + src1; src1 rows repeat over src0 rows */
+    TM_OP_MUL,      /* src0 * src1; src1 rows repeat over src0 rows */
+    TM_OP_SCALE,    /* src0 * fp[0] */
+    TM_OP_SILU,     /* x * sigmoid(x) */
+    TM_OP_GELU,     /* tanh approximation (HF gelu_pytorch_tanh) */
+    TM_OP_SOFTCAP,  /* fp[0] * tanh(x / fp[0]) */
+    TM_OP_SOFTMAX,  /* softmax(fp[0] * x) over ne[0] */
+    TM_OP_ROPE,     /* src0 [hd, nh, T], src1 pos [T] I32, src2 freq factors [n_rot/2] F32
+                       or NULL; ip[0] n_rot, ip[1] tm_rope_mode; fp[0] theta base */
+    TM_OP_KV_STORE, /* src0 k [hd, nkv, T], src1 v [hd, nkv, T], src2 K cache, src3 V cache
+                       ([hd*nkv, n_ctx] F32/F16 leaves), src4 pos [T]; writes row pos[t]
+                       of each cache. Result has no data: later nodes list it as a source
+                       to order themselves after the write. */
+    TM_OP_ATTN,     /* src0 q [hd, nh, T], src1 K cache, src2 V cache, src3 pos [T],
+                       src4 the KV_STORE node; causal attention over cache rows
+                       [lo, pos[t]], lo = pos[t] - ip[0] + 1 when ip[0] (sliding window)
+                       > 0 else 0; fp[0] scale, fp[1] logit soft-cap (0 = none).
+                       -> [hd * nh, T] F32 */
     TM_OP_COUNT
 } tm_op;
 
@@ -75,19 +75,19 @@ typedef enum tm_rope_mode {
 typedef struct tm_tensor tm_tensor;
 struct tm_tensor {
     tm_dtype    dtype;
-    int64_t     ne[TM_MAX_DIMS];  /* elements per dimension, ne[0] fastest; unused = 1 */
-    size_t      nb[TM_MAX_DIMS];  /* byte strides */
+    int64_t     ne[TM_MAX_DIMS]; /* elements per dimension, ne[0] fastest; unused = 1 */
+    size_t      nb[TM_MAX_DIMS]; /* byte strides */
     tm_op       op;
     tm_tensor  *src[TM_MAX_SRC];
-    int32_t     ip[4];            /* integer op parameters (see tm_op) */
-    float       fp[4];            /* float op parameters (see tm_op) */
-    void       *data;             /* leaves: caller's; nodes: set by tm_graph_place() */
-    const char *name;             /* static string or NULL; borrowed */
-    bool        is_output;        /* kept alive to the end of the graph */
+    int32_t     ip[4];     /* integer op parameters (see tm_op) */
+    float       fp[4];     /* float op parameters (see tm_op) */
+    void       *data;      /* leaves: caller's; nodes: set by tm_graph_place() */
+    const char *name;      /* static string or NULL; borrowed */
+    bool        is_output; /* kept alive to the end of the graph */
     /* planner state (tm_graph_plan) */
-    int32_t     idx;              /* creation index in the graph; -1 for foreign leaves */
-    int32_t     last_use;         /* index of the last node reading this buffer */
-    size_t      offs;             /* byte offset in the scratch buffer */
+    int32_t idx;      /* creation index in the graph; -1 for foreign leaves */
+    int32_t last_use; /* index of the last node reading this buffer */
+    size_t  offs;     /* byte offset in the scratch buffer */
 };
 
 typedef struct tm_graph tm_graph; /* opaque */
@@ -114,11 +114,11 @@ tm_tensor *tm_graph_leaf(tm_graph *g, tm_dtype dtype, int n_dims, const int64_t 
 /* Fills ne/nb of a standalone tensor (weights the model owns). */
 void tm_tensor_init(tm_tensor *t, tm_dtype dtype, int n_dims, const int64_t *ne, void *data);
 
-int64_t tm_tensor_nelements(const tm_tensor *t);
-size_t  tm_tensor_nbytes(const tm_tensor *t); /* contiguous size */
-bool    tm_tensor_is_contiguous(const tm_tensor *t);
-int64_t tm_tensor_nrows(const tm_tensor *t); /* ne[1] * ne[2] * ne[3] */
-void    tm_graph_set_output(tm_tensor *t);
+int64_t     tm_tensor_nelements(const tm_tensor *t);
+size_t      tm_tensor_nbytes(const tm_tensor *t); /* contiguous size */
+bool        tm_tensor_is_contiguous(const tm_tensor *t);
+int64_t     tm_tensor_nrows(const tm_tensor *t); /* ne[1] * ne[2] * ne[3] */
+void        tm_graph_set_output(tm_tensor *t);
 const char *tm_op_name(tm_op op);
 
 /* ---- op constructors (shapes are checked with TM_ASSERT: callers are graph

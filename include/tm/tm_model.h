@@ -45,15 +45,15 @@ typedef struct tm_model_params {
 /* Hyperparameters read from the file (validated at load). */
 typedef struct tm_hparams {
     int32_t n_vocab;
-    int32_t n_ctx_train;  /* positions the model was trained for */
+    int32_t n_ctx_train; /* positions the model was trained for */
     int32_t n_embd;
     int32_t n_layer;
     int32_t n_head;
     int32_t n_head_kv;
-    int32_t head_dim;     /* per head, for q, k and v */
-    int32_t n_rot;        /* rotated dims per head (<= head_dim) */
+    int32_t head_dim; /* per head, for q, k and v */
+    int32_t n_rot;    /* rotated dims per head (<= head_dim) */
     int32_t n_ff;
-    int32_t n_swa;        /* sliding window in tokens, 0 = none */
+    int32_t n_swa; /* sliding window in tokens, 0 = none */
     float   rope_theta;
     float   rope_theta_swa; /* theta of sliding-window layers */
     float   rms_eps;

@@ -29,15 +29,15 @@
 typedef struct tm_sampler tm_sampler; /* opaque */
 
 typedef struct tm_sampler_params {
-    float    temp;             /* <= 0: greedy. Default 0.8 */
-    int32_t  top_k;            /* <= 0: off. Default 40 */
-    float    top_p;            /* >= 1: off. Default 0.95 */
-    float    min_p;            /* <= 0: off. Default 0.05 */
-    float    repeat_penalty;   /* 1: off. Positive logits divided, negative multiplied */
-    float    presence_penalty; /* subtracted once per seen token. Default 0 */
-    float    frequency_penalty;/* subtracted per occurrence. Default 0 */
-    int32_t  penalty_last_n;   /* history window for penalties. Default 64 */
-    uint64_t seed;             /* RNG seed. Default 0x5eed */
+    float    temp;              /* <= 0: greedy. Default 0.8 */
+    int32_t  top_k;             /* <= 0: off. Default 40 */
+    float    top_p;             /* >= 1: off. Default 0.95 */
+    float    min_p;             /* <= 0: off. Default 0.05 */
+    float    repeat_penalty;    /* 1: off. Positive logits divided, negative multiplied */
+    float    presence_penalty;  /* subtracted once per seen token. Default 0 */
+    float    frequency_penalty; /* subtracted per occurrence. Default 0 */
+    int32_t  penalty_last_n;    /* history window for penalties. Default 64 */
+    uint64_t seed;              /* RNG seed. Default 0x5eed */
 } tm_sampler_params;
 
 tm_sampler_params tm_sampler_params_default(void);

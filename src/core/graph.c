@@ -22,17 +22,17 @@ typedef struct graph_block {
 } graph_block;
 
 struct tm_graph {
-    tm_tensor  *pool;  /* [cap] */
+    tm_tensor  *pool; /* [cap] */
     int32_t     cap;
-    int32_t     n;     /* tensors used (leaves and nodes) */
-    size_t      peak;  /* bytes, from the last plan */
+    int32_t     n;    /* tensors used (leaves and nodes) */
+    size_t      peak; /* bytes, from the last plan */
     graph_block free_list[GRAPH_MAX_FREE];
     int32_t     n_free;
 };
 
 static const char *const graph_op_names[TM_OP_COUNT] = {
-    "none", "view", "get_rows", "rms_norm", "mul_mat", "add", "mul", "scale", "silu", "gelu",
-    "softcap", "softmax", "rope", "kv_store", "attn",
+    "none", "view", "get_rows", "rms_norm", "mul_mat", "add",      "mul",  "scale",
+    "silu", "gelu", "softcap",  "softmax",  "rope",    "kv_store", "attn",
 };
 
 const char *tm_op_name(tm_op op) {
@@ -90,7 +90,9 @@ void tm_tensor_init(tm_tensor *t, tm_dtype dtype, int n_dims, const int64_t *ne,
     t->idx = -1;
 }
 
-int64_t tm_tensor_nelements(const tm_tensor *t) { return t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3]; }
+int64_t tm_tensor_nelements(const tm_tensor *t) {
+    return t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3];
+}
 
 int64_t tm_tensor_nrows(const tm_tensor *t) { return t->ne[1] * t->ne[2] * t->ne[3]; }
 
@@ -171,8 +173,12 @@ static tm_tensor *graph_binary(tm_graph *g, tm_op op, tm_tensor *a, tm_tensor *b
     return t;
 }
 
-tm_tensor *tm_add(tm_graph *g, tm_tensor *a, tm_tensor *b) { return graph_binary(g, TM_OP_ADD, a, b); }
-tm_tensor *tm_mul(tm_graph *g, tm_tensor *a, tm_tensor *b) { return graph_binary(g, TM_OP_MUL, a, b); }
+tm_tensor *tm_add(tm_graph *g, tm_tensor *a, tm_tensor *b) {
+    return graph_binary(g, TM_OP_ADD, a, b);
+}
+tm_tensor *tm_mul(tm_graph *g, tm_tensor *a, tm_tensor *b) {
+    return graph_binary(g, TM_OP_MUL, a, b);
+}
 
 tm_tensor *tm_scale(tm_graph *g, tm_tensor *x, float s) {
     tm_tensor *t = graph_unary(g, TM_OP_SCALE, x);
@@ -278,11 +284,13 @@ static tm_tensor *graph_base(tm_tensor *t) {
 }
 
 static bool graph_owns_buffer(const tm_graph *g, const tm_tensor *t) {
-    return t->op != TM_OP_NONE && t->op != TM_OP_VIEW && t->op != TM_OP_KV_STORE && t->idx >= 0 && t->idx < g->n &&
-           t == &g->pool[t->idx];
+    return t->op != TM_OP_NONE && t->op != TM_OP_VIEW && t->op != TM_OP_KV_STORE && t->idx >= 0 &&
+           t->idx < g->n && t == &g->pool[t->idx];
 }
 
-static size_t graph_round(size_t n) { return (n + TM_GRAPH_ALIGN - 1) & ~(size_t)(TM_GRAPH_ALIGN - 1); }
+static size_t graph_round(size_t n) {
+    return (n + TM_GRAPH_ALIGN - 1) & ~(size_t)(TM_GRAPH_ALIGN - 1);
+}
 
 static size_t graph_alloc(tm_graph *g, size_t size, size_t *top) {
     int32_t best = -1;

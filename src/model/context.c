@@ -22,21 +22,21 @@
 struct tm_ctx {
     const tm_model *model;
     tm_ctx_params   p;
-    void           *kv;       /* every layer's K and V cache */
-    tm_tensor      *kc, *vc;  /* [n_layer] cache tensors over kv */
+    void           *kv;      /* every layer's K and V cache */
+    tm_tensor      *kc, *vc; /* [n_layer] cache tensors over kv */
     tm_graph       *graph;
-    void           *scratch;  /* node buffers */
+    void           *scratch; /* node buffers */
     size_t          scratch_bytes;
     int32_t        *ids, *pos; /* [n_batch] */
     tm_cpu_pool    *pool;
     int32_t         n_past;
-    const float    *logits;   /* [n_out, n_vocab], inside scratch */
+    const float    *logits; /* [n_out, n_vocab], inside scratch */
     int32_t         n_out;
 };
 
 tm_ctx_params tm_ctx_params_default(void) {
-    return (tm_ctx_params){.n_ctx = 0, .n_batch = 0, .n_threads = 0, .kv_dtype = TM_DTYPE_F32,
-                           .logits_all = false};
+    return (tm_ctx_params){
+        .n_ctx = 0, .n_batch = 0, .n_threads = 0, .kv_dtype = TM_DTYPE_F32, .logits_all = false};
 }
 
 void tm_ctx_free(tm_ctx *c) {
@@ -55,8 +55,12 @@ void tm_ctx_free(tm_ctx *c) {
 
 static void ctx_build(tm_ctx *c, int32_t n_tokens, tm_tensor **logits) {
     tm_graph_reset(c->graph);
-    tm_build_params bp = {.n_tokens = n_tokens, .ids = c->ids, .pos = c->pos, .kc = c->kc,
-                          .vc = c->vc, .logits_all = c->p.logits_all};
+    tm_build_params bp = {.n_tokens = n_tokens,
+                          .ids = c->ids,
+                          .pos = c->pos,
+                          .kc = c->kc,
+                          .vc = c->vc,
+                          .logits_all = c->p.logits_all};
     tm__graph_build(c->model, c->graph, &bp, logits);
 }
 
@@ -84,7 +88,7 @@ tm_status tm_ctx_init(const tm_model *model, const tm_ctx_params *params, tm_ctx
         return tm_fail(TM_ERR_NOMEM, "ctx");
     c->model = model;
     c->p = p;
-    tm_status st = TM_OK;
+    tm_status     st = TM_OK;
     const int64_t row = (int64_t)hp->n_head_kv * hp->head_dim;
     size_t        layer_bytes, kv_bytes;
     const size_t  esz = p.kv_dtype == TM_DTYPE_F32 ? 4 : 2;
@@ -141,8 +145,8 @@ tm_status tm_ctx_decode(tm_ctx *c, const int32_t *tokens, int32_t n) {
     if (n < 1 || n > c->p.n_batch)
         return tm_fail(TM_ERR_INVALID, "decode: %d tokens, batch holds 1..%d", n, c->p.n_batch);
     if (n > c->p.n_ctx - c->n_past)
-        return tm_fail(TM_ERR_FULL, "decode: context full (%d + %d > %d positions)", c->n_past,
-                       n, c->p.n_ctx);
+        return tm_fail(TM_ERR_FULL, "decode: context full (%d + %d > %d positions)", c->n_past, n,
+                       c->p.n_ctx);
     for (int32_t i = 0; i < n; i++) {
         if (tokens[i] < 0 || tokens[i] >= hp->n_vocab)
             return tm_fail(TM_ERR_INVALID, "decode: token id %d outside [0, %d)", tokens[i],

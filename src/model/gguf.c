@@ -141,14 +141,14 @@ static tm_status cur_take(gguf_parser *P, size_t n, const char *what, const uint
 }
 
 static tm_status cur_u32(gguf_parser *P, const char *what, uint32_t *v) {
-    const uint8_t *b;
+    const uint8_t *b = NULL;
     TM_TRY(cur_take(P, 4, what, &b));
     *v = tm_load_u32_le(b);
     return TM_OK;
 }
 
 static tm_status cur_u64(gguf_parser *P, const char *what, uint64_t *v) {
-    const uint8_t *b;
+    const uint8_t *b = NULL;
     TM_TRY(cur_take(P, 8, what, &b));
     *v = tm_load_u64_le(b);
     return TM_OK;
@@ -156,7 +156,7 @@ static tm_status cur_u64(gguf_parser *P, const char *what, uint64_t *v) {
 
 /* A length-prefixed string; *prefix points at its 8-byte length. */
 static tm_status cur_str(gguf_parser *P, const char *what, const uint8_t **prefix, tm_strview *s) {
-    const uint8_t *b;
+    const uint8_t *b = NULL;
     uint64_t       len;
     TM_TRY(cur_take(P, 8, what, &b));
     len = tm_load_u64_le(b);
@@ -184,7 +184,7 @@ static tm_status gguf_read_value(gguf_parser *P, uint32_t type, int depth, gguf_
 static tm_status gguf_read_array(gguf_parser *P, int depth, gguf_node *out) {
     uint32_t       et;
     uint64_t       n;
-    const uint8_t *b;
+    const uint8_t *b = NULL;
 
     if (depth > TM_GGUF_MAX_DEPTH)
         GGUF_FAIL(P, "array nesting depth exceeds %d at offset %zu", TM_GGUF_MAX_DEPTH, cur_pos(P));
@@ -205,7 +205,7 @@ static tm_status gguf_read_array(gguf_parser *P, int depth, gguf_node *out) {
     if (et == TM_GGUF_TYPE_STRING) {
         out->first = P->n_str;
         for (uint64_t j = 0; j < n; j++) {
-            const uint8_t *prefix;
+            const uint8_t *prefix = NULL;
             tm_strview     s;
             TM_TRY(cur_str(P, "array string", &prefix, &s));
             if (P->fill)
@@ -234,7 +234,7 @@ static tm_status gguf_read_array(gguf_parser *P, int depth, gguf_node *out) {
 }
 
 static tm_status gguf_read_value(gguf_parser *P, uint32_t type, int depth, gguf_node *out) {
-    const uint8_t *b;
+    const uint8_t *b = NULL;
     tm_strview     s;
 
     *out = (gguf_node){.type = type};
@@ -259,7 +259,7 @@ static bool sv_eq(tm_strview s, const char *c, size_t n) {
 }
 
 static tm_status gguf_read_kv(gguf_parser *P, int64_t i) {
-    const uint8_t *prefix;
+    const uint8_t *prefix = NULL;
     tm_strview     key;
     uint32_t       type;
     gguf_node      node;
@@ -297,7 +297,7 @@ static tm_status gguf_read_kv(gguf_parser *P, int64_t i) {
 /* ---- tensor infos ----------------------------------------------------------- */
 
 static tm_status gguf_read_tensor_info(gguf_parser *P, int64_t i) {
-    const uint8_t *prefix;
+    const uint8_t *prefix = NULL;
     tm_strview     name;
     uint32_t       n_dims, dt;
     uint64_t       off;
@@ -317,7 +317,7 @@ static tm_status gguf_read_tensor_info(gguf_parser *P, int64_t i) {
     if (n_dims < 1 || n_dims > TM_GGUF_MAX_DIMS)
         GGUF_FAIL(P, "n_dims %" PRIu32 " is not in 1..%d", n_dims, TM_GGUF_MAX_DIMS);
     for (uint32_t d = 0; d < n_dims; d++) {
-        uint64_t v;
+        uint64_t v = 0;
         TM_TRY(cur_u64(P, "dimension", &v));
         if (v > (uint64_t)INT64_MAX)
             GGUF_FAIL(P, "ne[%" PRIu32 "] = %" PRIu64 " overflows int64", d, v);
@@ -375,7 +375,7 @@ typedef struct gguf_header {
 } gguf_header;
 
 static tm_status gguf_parse(gguf_parser *P, gguf_header *h) {
-    const uint8_t *b;
+    const uint8_t *b = NULL;
     TM_TRY(cur_take(P, 4, "magic", &b));
     if (tm_load_u32_le(b) != TM_GGUF_MAGIC)
         GGUF_FAIL(P, "bad magic %02x %02x %02x %02x: not a GGUF file", b[0], b[1], b[2], b[3]);

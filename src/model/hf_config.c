@@ -174,7 +174,7 @@ static bool hf_as_int(const json_t *v, int64_t *out) {
 }
 
 tm_status tm_hf_config_get_int(const tm_hf_config *c, tm_hf_file f, const char *key, int64_t *out) {
-    json_t *v;
+    json_t *v = NULL;
     TM_TRY(hf_find(c, f, key, &v));
     if (!hf_as_int(v, out))
         return hf_wrong(c, f, key, "an integer", v);
@@ -183,7 +183,7 @@ tm_status tm_hf_config_get_int(const tm_hf_config *c, tm_hf_file f, const char *
 
 tm_status tm_hf_config_get_float(const tm_hf_config *c, tm_hf_file f, const char *key,
                                  double *out) {
-    json_t *v;
+    json_t *v = NULL;
     TM_TRY(hf_find(c, f, key, &v));
     if (!json_is_number(v))
         return hf_wrong(c, f, key, "a number", v);
@@ -193,7 +193,7 @@ tm_status tm_hf_config_get_float(const tm_hf_config *c, tm_hf_file f, const char
 
 tm_status tm_hf_config_get_str(const tm_hf_config *c, tm_hf_file f, const char *key,
                                const char **out) {
-    json_t *v;
+    json_t *v = NULL;
     TM_TRY(hf_find(c, f, key, &v));
     if (!json_is_string(v))
         return hf_wrong(c, f, key, "a string", v);
@@ -202,7 +202,7 @@ tm_status tm_hf_config_get_str(const tm_hf_config *c, tm_hf_file f, const char *
 }
 
 tm_status tm_hf_config_get_bool(const tm_hf_config *c, tm_hf_file f, const char *key, bool *out) {
-    json_t *v;
+    json_t *v = NULL;
     TM_TRY(hf_find(c, f, key, &v));
     if (!json_is_boolean(v))
         return hf_wrong(c, f, key, "a boolean", v);
@@ -213,7 +213,7 @@ tm_status tm_hf_config_get_bool(const tm_hf_config *c, tm_hf_file f, const char 
 /* ---- typed extraction: absent keys keep the caller's default ------------------------ */
 
 static tm_status hf_opt_int(const tm_hf_config *c, tm_hf_file f, const char *key, int64_t *out) {
-    int64_t   v;
+    int64_t   v = 0;
     tm_status st = tm_hf_config_get_int(c, f, key, &v);
     if (st == TM_ERR_NOT_FOUND)
         return TM_OK;
@@ -248,7 +248,7 @@ static tm_status hf_model_size(const tm_hf_config *c, const char *key, int64_t *
 }
 
 static tm_status hf_opt_float(const tm_hf_config *c, tm_hf_file f, const char *key, double *out) {
-    double    v;
+    double    v = 0;
     tm_status st = tm_hf_config_get_float(c, f, key, &v);
     if (st == TM_ERR_NOT_FOUND)
         return TM_OK;
@@ -417,7 +417,7 @@ static tm_status hf_fill_eos(tm_hf_config *c, tm_hf_file f) {
         return tm_fail(TM_ERR_NOMEM, "%s: out of memory", c->label[f]);
     int32_t k = 0;
     for (size_t i = 0; i < n; i++) {
-        int32_t id;
+        int32_t id = -1;
         TM_TRY(hf_token_id(c, f, "eos_token_id", json_is_array(v) ? json_array_get(v, i) : v, &id));
         if (id >= 0)
             c->eos_ids[k++] = id;

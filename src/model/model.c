@@ -74,8 +74,8 @@ static tm_status model_check_hparams(const tm_hparams *hp) {
         return tm_fail(TM_ERR_FORMAT,
                        "model: bad hyperparameters (n_layer %d, n_embd %d, n_head %d, "
                        "n_head_kv %d, head_dim %d, n_rot %d, n_ff %d, eps %g, theta %g)",
-                       hp->n_layer, hp->n_embd, hp->n_head, hp->n_head_kv, hp->head_dim,
-                       hp->n_rot, hp->n_ff, (double)hp->rms_eps, (double)hp->rope_theta);
+                       hp->n_layer, hp->n_embd, hp->n_head, hp->n_head_kv, hp->head_dim, hp->n_rot,
+                       hp->n_ff, (double)hp->rms_eps, (double)hp->rope_theta);
     return TM_OK;
 }
 
@@ -112,8 +112,10 @@ static tm_status model_tensor(tm_model *m, tm_tensor *t, const char *name, bool 
     }
     const tm_dtype_traits *tr = tm_dtype_get_traits(gt->dtype);
     if (tr == NULL || !tr->can_dequant)
-        return tm_fail(TM_ERR_UNSUPPORTED, "model: tensor '%s' has dtype %s, which has no CPU "
-                       "kernel yet", name, tm_dtype_name(gt->dtype));
+        return tm_fail(TM_ERR_UNSUPPORTED,
+                       "model: tensor '%s' has dtype %s, which has no CPU "
+                       "kernel yet",
+                       name, tm_dtype_name(gt->dtype));
     if (n_dims == 1 && gt->dtype != TM_DTYPE_F32)
         return tm_fail(TM_ERR_UNSUPPORTED, "model: 1-D tensor '%s' must be f32, not %s", name,
                        tm_dtype_name(gt->dtype));
@@ -161,9 +163,9 @@ static tm_status model_layer_tensors(tm_model *m, int32_t il) {
             tm_gguf_kv_arr_type(m->gguf, k) == TM_GGUF_TYPE_STRING ||
             tm_gguf_kv_arr_type(m->gguf, k) == TM_GGUF_TYPE_ARRAY)
             return tm_fail(TM_ERR_FORMAT, "model: %s must hold %d numbers", key, hp->n_layer);
-        tm_gguf_type et = tm_gguf_kv_arr_type(m->gguf, k);
+        tm_gguf_type   et = tm_gguf_kv_arr_type(m->gguf, k);
         const uint8_t *d = tm_gguf_kv_arr_data(m->gguf, k);
-        bool v;
+        bool           v;
         if (et == TM_GGUF_TYPE_BOOL || et == TM_GGUF_TYPE_UINT8 || et == TM_GGUF_TYPE_INT8)
             v = d[il] != 0;
         else if (et == TM_GGUF_TYPE_INT32 || et == TM_GGUF_TYPE_UINT32)
@@ -201,8 +203,8 @@ static tm_status model_load_gguf(tm_model *m, const char *path) {
     int32_t vlen = 0;
     TM_TRY(model_get_int(g, a, "attention.value_length", false, hp->head_dim, &vlen));
     if (vlen != hp->head_dim)
-        return tm_fail(TM_ERR_UNSUPPORTED, "model: key_length %d != value_length %d",
-                       hp->head_dim, vlen);
+        return tm_fail(TM_ERR_UNSUPPORTED, "model: key_length %d != value_length %d", hp->head_dim,
+                       vlen);
     TM_TRY(model_get_int(g, a, "rope.dimension_count", false, hp->head_dim, &hp->n_rot));
     TM_TRY(model_get_int(g, a, "attention.sliding_window", false, 0, &hp->n_swa));
     TM_TRY(model_get_float(g, a, "rope.freq_base", 10000.0, &hp->rope_theta));
@@ -242,23 +244,31 @@ static tm_status model_load_gguf(tm_model *m, const char *path) {
 static tm_status model_load_llama2c(tm_model *m, const char *path) {
     TM_TRY(tm_mmap_open(path, &m->map));
     if (m->map.size < 28)
-        return tm_fail(TM_ERR_FORMAT, "model: %s: not GGUF and too small for a llama2.c "
-                       "checkpoint", path);
+        return tm_fail(TM_ERR_FORMAT,
+                       "model: %s: not GGUF and too small for a llama2.c "
+                       "checkpoint",
+                       path);
     const uint8_t *b = m->map.data;
     int32_t        h[7];
     for (int i = 0; i < 7; i++)
         h[i] = (int32_t)tm_load_u32_le(b + 4 * i);
-    const bool shared = h[5] > 0;
+    const bool  shared = h[5] > 0;
     tm_hparams *hp = &m->hp;
-    *hp = (tm_hparams){.n_embd = h[0], .n_ff = h[1], .n_layer = h[2], .n_head = h[3],
-                       .n_head_kv = h[4], .n_vocab = h[5] < 0 ? -h[5] : h[5],
-                       .n_ctx_train = h[6], .rope_theta = 10000.0f, .rms_eps = 1e-5f,
-                       .bos_id = 1, .eos_id = 2};
+    *hp = (tm_hparams){.n_embd = h[0],
+                       .n_ff = h[1],
+                       .n_layer = h[2],
+                       .n_head = h[3],
+                       .n_head_kv = h[4],
+                       .n_vocab = h[5] < 0 ? -h[5] : h[5],
+                       .n_ctx_train = h[6],
+                       .rope_theta = 10000.0f,
+                       .rms_eps = 1e-5f,
+                       .bos_id = 1,
+                       .eos_id = 2};
     if (h[3] > 0)
         hp->head_dim = hp->n_rot = h[0] / h[3];
     hp->rope_theta_swa = hp->rope_theta;
-    if (h[5] == INT32_MIN || hp->n_vocab < 1 || hp->n_ctx_train < 1 || h[3] < 1 ||
-        h[0] % h[3] != 0)
+    if (h[5] == INT32_MIN || hp->n_vocab < 1 || hp->n_ctx_train < 1 || h[3] < 1 || h[0] % h[3] != 0)
         return tm_fail(TM_ERR_FORMAT, "model: %s: bad llama2.c header", path);
     TM_TRY(model_check_hparams(hp));
     m->recipe = *tm__recipe_find("llama", 5);
@@ -267,16 +277,27 @@ static tm_status model_load_llama2c(tm_model *m, const char *path) {
     const int64_t E = hp->n_embd, F = hp->n_ff, L = hp->n_layer, V = hp->n_vocab;
     const int64_t KV = (int64_t)hp->n_head_kv * hp->head_dim, hs = hp->head_dim;
     /* float counts, in file order; all factors are bounded above so int64 cannot overflow */
-    const int64_t counts[] = {V * E,     L * E,     L * E * E, L * E * KV, L * E * KV,
-                              L * E * E, L * E,     L * F * E, L * E * F,  L * F * E,
-                              E,         hp->n_ctx_train * hs / 2, hp->n_ctx_train * hs / 2,
+    const int64_t counts[] = {V * E,
+                              L * E,
+                              L * E * E,
+                              L * E * KV,
+                              L * E * KV,
+                              L * E * E,
+                              L * E,
+                              L * F * E,
+                              L * E * F,
+                              L * F * E,
+                              E,
+                              hp->n_ctx_train * hs / 2,
+                              hp->n_ctx_train * hs / 2,
                               shared ? 0 : V * E};
-    uint64_t total = 28;
+    uint64_t      total = 28;
     for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++)
         total += (uint64_t)counts[i] * 4u;
     if (total > m->map.size)
-        return tm_fail(TM_ERR_FORMAT, "model: %s: llama2.c checkpoint needs %" PRIu64
-                       " bytes, file has %zu", path, total, m->map.size);
+        return tm_fail(TM_ERR_FORMAT,
+                       "model: %s: llama2.c checkpoint needs %" PRIu64 " bytes, file has %zu", path,
+                       total, m->map.size);
     const float *p = (const float *)(b + 28); /* mapping is page aligned: 4-byte aligned */
     const float *base[14];
     for (size_t i = 0; i < 14; i++) {

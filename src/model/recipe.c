@@ -17,16 +17,28 @@ static const tm_recipe recipe_table[] = {
      * rope_freqs.weight tensor of frequency divisors. */
     {.arch = "llama", .rope_mode = TM_ROPE_NORM, .mlp = TM_MLP_SWIGLU, .tied_output = true},
     /* Qwen2 / Qwen2.5: biases on q, k, v. */
-    {.arch = "qwen2", .rope_mode = TM_ROPE_NEOX, .mlp = TM_MLP_SWIGLU, .qkv_bias = true,
+    {.arch = "qwen2",
+     .rope_mode = TM_ROPE_NEOX,
+     .mlp = TM_MLP_SWIGLU,
+     .qkv_bias = true,
      .tied_output = true},
     /* Qwen3: RMSNorm of q and k per head before RoPE, no biases. */
-    {.arch = "qwen3", .rope_mode = TM_ROPE_NEOX, .mlp = TM_MLP_SWIGLU, .qk_norm = true,
+    {.arch = "qwen3",
+     .rope_mode = TM_ROPE_NEOX,
+     .mlp = TM_MLP_SWIGLU,
+     .qk_norm = true,
      .tied_output = true},
     /* Gemma 3: (1 + w) RMSNorm (GGUF stores 1 + w, so a plain multiply here), four
      * norms per block, GeGLU, embeddings scaled by sqrt(n_embd), five sliding-window
      * layers per global one with a local RoPE base of 10000 (llama.cpp's values). */
-    {.arch = "gemma3", .rope_mode = TM_ROPE_NEOX, .mlp = TM_MLP_GEGLU, .qk_norm = true,
-     .post_norms = true, .embd_scale = true, .tied_output = true, .swa_period = 6,
+    {.arch = "gemma3",
+     .rope_mode = TM_ROPE_NEOX,
+     .mlp = TM_MLP_GEGLU,
+     .qk_norm = true,
+     .post_norms = true,
+     .embd_scale = true,
+     .tied_output = true,
+     .swa_period = 6,
      .rope_theta_swa = 10000.0f},
 };
 

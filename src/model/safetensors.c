@@ -389,7 +389,7 @@ static tm_status st_finish(tm_st_file *f) {
 }
 
 static tm_status st_open_shard(tm_st_file *f, const char *path) {
-    int32_t idx;
+    int32_t idx = -1;
     TM_TRY(st_add_shard(f, path, &idx));
     TM_TRY(tm_mmap_open(path, &f->shards[idx].map));
     return st_parse(f, idx, f->shards[idx].map.data, f->shards[idx].map.size);
@@ -594,7 +594,7 @@ tm_status tm_st_open_memory(const void *buf, size_t size, tm_st_file **out) {
     tm_st_file *f = tm_calloc(1, sizeof *f);
     if (f == NULL)
         return tm_fail(TM_ERR_NOMEM, "safetensors: out of memory");
-    int32_t   idx;
+    int32_t   idx = -1;
     tm_status st = st_add_shard(f, "<memory>", &idx);
     if (st == TM_OK)
         st = st_parse(f, idx, buf, size);

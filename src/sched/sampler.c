@@ -24,17 +24,22 @@ typedef struct smp_cand {
 struct tm_sampler {
     tm_sampler_params p;
     int32_t           n_vocab;
-    smp_cand         *cand;   /* [n_vocab] */
-    int32_t          *count;  /* [n_vocab] occurrences in the history window */
-    int32_t          *hist;   /* ring of penalty_last_n tokens */
+    smp_cand         *cand;  /* [n_vocab] */
+    int32_t          *count; /* [n_vocab] occurrences in the history window */
+    int32_t          *hist;  /* ring of penalty_last_n tokens */
     int32_t           n_hist, hist_pos;
     uint64_t          rng[4];
 };
 
 tm_sampler_params tm_sampler_params_default(void) {
-    return (tm_sampler_params){.temp = 0.8f, .top_k = 40, .top_p = 0.95f, .min_p = 0.05f,
-                               .repeat_penalty = 1.0f, .presence_penalty = 0.0f,
-                               .frequency_penalty = 0.0f, .penalty_last_n = 64,
+    return (tm_sampler_params){.temp = 0.8f,
+                               .top_k = 40,
+                               .top_p = 0.95f,
+                               .min_p = 0.05f,
+                               .repeat_penalty = 1.0f,
+                               .presence_penalty = 0.0f,
+                               .frequency_penalty = 0.0f,
+                               .penalty_last_n = 64,
                                .seed = 0x5eed};
 }
 

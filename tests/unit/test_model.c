@@ -58,11 +58,11 @@ static void run_golden(const char *family, tm_dtype kv_dtype, double tol_scale) 
     mp.path = path;
     tm_model *m = NULL;
     ASSERT_OK(tm_model_load(&mp, &m));
-    const int     V = tm_model_get_hparams(m)->n_vocab;
-    json_t       *prompts = json_object_get(meta, "prompts");
-    json_t       *greedy = json_object_get(meta, "greedy");
-    const double  tol = json_real_value(json_object_get(meta, "rel_tol")) * tol_scale;
-    size_t        total = 0;
+    const int    V = tm_model_get_hparams(m)->n_vocab;
+    json_t      *prompts = json_object_get(meta, "prompts");
+    json_t      *greedy = json_object_get(meta, "greedy");
+    const double tol = json_real_value(json_object_get(meta, "rel_tol")) * tol_scale;
+    size_t       total = 0;
     for (size_t i = 0; i < json_array_size(prompts); i++)
         total += json_array_size(json_array_get(prompts, i)) * (size_t)V;
     float *ref = load_logits(family, total);
@@ -137,7 +137,7 @@ TEST(decode_does_not_allocate) {
     cp.n_threads = 2;
     tm_ctx *ctx = NULL;
     ASSERT_OK(tm_ctx_init(m, &cp, &ctx));
-    int32_t prompt[5] = {1, 2, 3, 4, 5};
+    int32_t  prompt[5] = {1, 2, 3, 4, 5};
     uint64_t before = tm_alloc_count();
     EXPECT_OK(tm_ctx_decode(ctx, prompt, 5));
     for (int i = 0; i < 40; i++) {
@@ -171,7 +171,7 @@ static void expect_load_error(edit_kind kind, tm_status want, const char *needle
         ASSERT_OK(tm_gguf_writer_set_str(w, "general.architecture", "mamba9"));
     for (int64_t i = 0; i < tm_gguf_n_tensors(src); i++) {
         const tm_gguf_tensor *t = tm_gguf_tensor_at(src, i);
-        char name[128];
+        char                  name[128];
         snprintf(name, sizeof name, "%.*s", (int)t->name.len, t->name.ptr);
         if (kind == EDIT_DROP && strcmp(name, "blk.1.ffn_up.weight") == 0)
             continue;

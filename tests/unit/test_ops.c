@@ -131,8 +131,8 @@ TEST(rope_modes) {
         for (int t = 0; t < T; t++)
             for (int h = 0; h < NH; h++)
                 for (int i = 0; i < HD / 2; i++) {
-                    int    i0 = mode ? i : 2 * i, i1 = mode ? i + HD / 2 : 2 * i + 1;
-                    double a = pos[t] * pow(10000.0, -2.0 * i / HD);
+                    int          i0 = mode ? i : 2 * i, i1 = mode ? i + HD / 2 : 2 * i + 1;
+                    double       a = pos[t] * pow(10000.0, -2.0 * i / HD);
                     const float *xr = x + (t * NH + h) * HD;
                     const float *yr = o + (t * NH + h) * HD;
                     EXPECT_NEAR(yr[i0], xr[i0] * cos(a) - xr[i1] * sin(a), 1e-5);

@@ -26,7 +26,7 @@ TEST(top_k_1_is_greedy) {
 
 TEST(top_p_and_min_p_filter) {
     /* probabilities ~ 0.64, 0.24, 0.09, 0.03: top_p 0.5 keeps only token 0 */
-    float l[4] = {3.0f, 2.0f, 1.0f, 0.0f};
+    float             l[4] = {3.0f, 2.0f, 1.0f, 0.0f};
     tm_sampler_params p = tm_sampler_params_default();
     p.temp = 1.0f;
     p.top_k = 0;
@@ -96,7 +96,7 @@ TEST(penalties) {
 
 TEST(sample_does_not_allocate) {
     tm_sampler_params p = tm_sampler_params_default();
-    tm_sampler *s = NULL;
+    tm_sampler       *s = NULL;
     ASSERT_OK(tm_sampler_init(&p, 1000, &s));
     float l[1000];
     for (int i = 0; i < 1000; i++)

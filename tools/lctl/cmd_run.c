@@ -288,10 +288,11 @@ int lctl_run(int argc, char **argv) {
     }
     printf("\n");
     fflush(stdout);
-    fprintf(stderr, "prompt: %zu tokens in %.3f s (%.2f tokens/s); generation: %lld tokens, "
-                    "%lld decode steps in %.3f s (%.2f tokens/s)\n",
-            n_ids, t1 - t0, (double)n_ids / (t1 - t0), (long long)n_gen, (long long)n_dec,
-            t2 - t1, n_dec > 0 ? (double)n_dec / (t2 - t1) : 0.0);
+    fprintf(stderr,
+            "prompt: %zu tokens in %.3f s (%.2f tokens/s); generation: %lld tokens, "
+            "%lld decode steps in %.3f s (%.2f tokens/s)\n",
+            n_ids, t1 - t0, (double)n_ids / (t1 - t0), (long long)n_gen, (long long)n_dec, t2 - t1,
+            n_dec > 0 ? (double)n_dec / (t2 - t1) : 0.0);
     rc = 0;
 done:
     tm_free(ids);

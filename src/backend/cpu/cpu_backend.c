@@ -31,13 +31,13 @@ struct tm_cpu_pool {
     cpu_worker     *workers;       /* [n_threads]; [0] is the caller */
     pthread_mutex_t mu;
     pthread_cond_t  cv;
-    const tm_graph *graph;         /* the graph being computed; under mu */
-    uint64_t        generation;    /* bumped per graph; under mu */
-    bool            quit;          /* under mu */
+    const tm_graph *graph;      /* the graph being computed; under mu */
+    uint64_t        generation; /* bumped per graph; under mu */
+    bool            quit;       /* under mu */
     atomic_int      barrier_count;
     atomic_int      barrier_phase;
-    atomic_int      n_done;        /* workers finished with the current graph */
-    int32_t         n_started;     /* threads created */
+    atomic_int      n_done;    /* workers finished with the current graph */
+    int32_t         n_started; /* threads created */
 };
 
 static const tm_cpu_kernel cpu_kernels[TM_OP_COUNT] = {
@@ -55,8 +55,7 @@ static void cpu_barrier(tm_cpu_pool *p) {
         return;
     int phase = atomic_load_explicit(&p->barrier_phase, memory_order_relaxed);
     /* acq_rel: publishes this thread's writes of the node and sees the others'. */
-    if (atomic_fetch_add_explicit(&p->barrier_count, 1, memory_order_acq_rel) ==
-        p->n_threads - 1) {
+    if (atomic_fetch_add_explicit(&p->barrier_count, 1, memory_order_acq_rel) == p->n_threads - 1) {
         atomic_store_explicit(&p->barrier_count, 0, memory_order_relaxed);
         /* release: the reset count and all node writes happen before the new phase. */
         atomic_fetch_add_explicit(&p->barrier_phase, 1, memory_order_release);

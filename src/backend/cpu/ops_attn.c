@@ -40,8 +40,8 @@ size_t tm__cpu_attn_scratch(const tm_tensor *dst) {
     return ((size_t)kc->ne[1] + 2 * (size_t)dst->src[0]->ne[0]) * sizeof(float);
 }
 
-static inline void attn_load(const tm_tensor *cache, int64_t p, int64_t off, int64_t n,
-                             float *out, const float **view) {
+static inline void attn_load(const tm_tensor *cache, int64_t p, int64_t off, int64_t n, float *out,
+                             const float **view) {
     const char *row = (const char *)cache->data + (size_t)p * cache->nb[1];
     if (cache->dtype == TM_DTYPE_F32) {
         *view = (const float *)row + off;
@@ -62,15 +62,15 @@ void tm__cpu_attn(const tm_tensor *dst, int ith, int nth, void *scratch) {
     const int64_t    group = nh / dst->ip[1];
     const int32_t    swa = dst->ip[0];
     const float      scale = dst->fp[0], cap = dst->fp[1];
-    float           *sc = scratch;              /* [n_ctx] scores */
-    float           *tmp = sc + kc->ne[1];      /* [hd] f16 -> f32 row */
-    float           *acc = tmp + hd;            /* [hd] */
+    float           *sc = scratch;         /* [n_ctx] scores */
+    float           *tmp = sc + kc->ne[1]; /* [hd] f16 -> f32 row */
+    float           *acc = tmp + hd;       /* [hd] */
     int64_t          r0, r1;
     tm__cpu_split(nh * T, ith, nth, &r0, &r1);
     for (int64_t r = r0; r < r1; r++) {
         const int64_t t = r / nh, h = r % nh, g = h / group;
-        const float  *qr = (const float *)((char *)q->data + (size_t)t * q->nb[2] +
-                                          (size_t)h * q->nb[1]);
+        const float  *qr =
+            (const float *)((char *)q->data + (size_t)t * q->nb[2] + (size_t)h * q->nb[1]);
         const int64_t hi = pos[t];
         const int64_t lo = (swa > 0 && hi - swa + 1 > 0) ? hi - swa + 1 : 0;
         float         mx = -INFINITY;

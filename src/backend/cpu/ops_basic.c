@@ -95,8 +95,7 @@ void tm__cpu_unary(const tm_tensor *dst, int ith, int nth, void *scratch) {
             for (int64_t i = 0; i < n; i++)
                 yr[i] = p * tanhf(xr[i] / p);
             break;
-        default:
-            TM_ASSERT(!"not a unary op");
+        default: TM_ASSERT(!"not a unary op");
         }
     }
 }
@@ -147,9 +146,9 @@ void tm__cpu_rope(const tm_tensor *dst, int ith, int nth, void *scratch) {
             double ang = (double)pos[t] * pow(theta, -2.0 * i / n_rot);
             if (ff != NULL)
                 ang /= ff[i];
-            const float c = (float)cos(ang), s = (float)sin(ang);
+            const float   c = (float)cos(ang), s = (float)sin(ang);
             const int64_t i0 = neox ? i : 2 * i, i1 = neox ? i + n_rot / 2 : 2 * i + 1;
-            const float x0 = xr[i0], x1 = xr[i1];
+            const float   x0 = xr[i0], x1 = xr[i1];
             yr[i0] = x0 * c - x1 * s;
             yr[i1] = x0 * s + x1 * c;
         }
