@@ -68,249 +68,6 @@ static tm_status buf_to_str(jj_ctx *c, jj_buf *b, tm_status st, jv *out) {
 
 static jv mk_list(jj_list *l) { return (jv){.type = JV_LIST, .u.l = l}; }
 
-/* ---- string primitives ------------------------------------------------------ */
-typedef enum { CASE_UPPER, CASE_LOWER, CASE_CAPITALIZE, CASE_TITLE_PY, CASE_TITLE_JINJA } case_op;
-
-static bool is_cased(uint32_t cp) {
-    utf8proc_category_t k = utf8proc_category((utf8proc_int32_t)cp);
-    return k == UTF8PROC_CATEGORY_LU || k == UTF8PROC_CATEGORY_LL || k == UTF8PROC_CATEGORY_LT;
-}
-
-static tm_status str_case(jj_ctx *c, jv s, case_op op, jv *out) {
-    jj_buf    b = {0};
-    size_t    i = 0;
-    bool      first = true, prev_cased = false;
-    uint32_t  cp;
-    tm_status st = TM_OK;
-    while (i < s.u.s.n && st == TM_OK) {
-        size_t  j = tm__jj_utf8_next(s.u.s.p, s.u.s.n, i, &cp);
-        int32_t r = (int32_t)cp;
-        if (j - i == 1 && cp >= 0x80) {
-            st = tm__jj_buf_put(&b, s.u.s.p + i, 1); /* invalid byte: copy */
-            i = j;
-            continue;
-        }
-        switch (op) {
-        case CASE_UPPER:
-            if (cp == 0xdf) { /* Python's full mapping: sharp s uppercases to "SS" */
-                st = tm__jj_buf_put(&b, "SS", 2);
-                first = false;
-                i = j;
-                continue;
-            }
-            r = utf8proc_toupper(r);
-            break;
-        case CASE_LOWER: r = utf8proc_tolower(r); break;
-        case CASE_CAPITALIZE: r = first ? utf8proc_totitle(r) : utf8proc_tolower(r); break;
-        case CASE_TITLE_PY:
-            r = prev_cased ? utf8proc_tolower(r) : utf8proc_totitle(r);
-            prev_cased = is_cased(cp);
-            break;
-        case CASE_TITLE_JINJA: {
-            /* Jinja: words start after runs of [-\s({\[<]. */
-            bool sep = tm__jj_is_space(cp) || cp == '-' || cp == '(' || cp == '{' || cp == '[' ||
-                       cp == '<';
-            r = sep ? r : prev_cased ? utf8proc_tolower(r) : utf8proc_totitle(r);
-            prev_cased = !sep;
-            break;
-        }
-        }
-        char enc[4];
-        st = tm__jj_buf_put(&b, enc, tm__jj_utf8_put((uint32_t)r, enc));
-        first = false;
-        i = j;
-    }
-    return buf_to_str(c, &b, st, out);
-}
-
-/* Strips chars (a set of code points; NULL = whitespace) from the ends. */
-static jv str_strip(jv s, const jv *chars, bool left, bool right) {
-    const char *p = s.u.s.p;
-    size_t      lo = 0, hi = s.u.s.n;
-    uint32_t    cp;
-    for (;;) {
-        bool hit = false;
-        if (left && lo < hi) {
-            size_t j = tm__jj_utf8_next(p, hi, lo, &cp);
-            bool   m = false;
-            if (chars == NULL) {
-                m = tm__jj_is_space(cp);
-            } else {
-                for (size_t k = 0; k < chars->u.s.n;) {
-                    uint32_t cc;
-                    k = tm__jj_utf8_next(chars->u.s.p, chars->u.s.n, k, &cc);
-                    if (cc == cp)
-                        m = true;
-                }
-            }
-            if (m) {
-                lo = j;
-                hit = true;
-            }
-        }
-        if (right && lo < hi) {
-            size_t k0 = hi - 1;
-            while (k0 > lo && ((unsigned char)p[k0] & 0xc0) == 0x80)
-                k0--;
-            tm__jj_utf8_next(p, hi, k0, &cp);
-            bool m = false;
-            if (chars == NULL) {
-                m = tm__jj_is_space(cp);
-            } else {
-                for (size_t k = 0; k < chars->u.s.n;) {
-                    uint32_t cc;
-                    k = tm__jj_utf8_next(chars->u.s.p, chars->u.s.n, k, &cc);
-                    if (cc == cp)
-                        m = true;
-                }
-            }
-            if (m) {
-                hi = k0;
-                hit = true;
-            }
-        }
-        if (!hit)
-            break;
-    }
-    return jv_strn(p + lo, hi - lo);
-}
-
-static const char *memfind(const char *h, size_t hn, const char *n, size_t nn) {
-    if (nn == 0)
-        return h;
-    for (size_t i = 0; i + nn <= hn; i++)
-        if (memcmp(h + i, n, nn) == 0)
-            return h + i;
-    return NULL;
-}
-
-static tm_status str_replace(jj_ctx *c, jv s, jv old, jv new_, int64_t count, jv *out) {
-    jj_buf    b = {0};
-    tm_status st = TM_OK;
-    size_t    i = 0;
-    int64_t   done = 0;
-    if (old.u.s.n == 0) {
-        /* Python inserts new_ before every code point and at the end. */
-        uint32_t cp;
-        while (st == TM_OK && (count < 0 || done < count)) {
-            st = tm__jj_buf_put(&b, new_.u.s.p, new_.u.s.n);
-            done++;
-            if (i >= s.u.s.n)
-                break;
-            size_t j = tm__jj_utf8_next(s.u.s.p, s.u.s.n, i, &cp);
-            if (st == TM_OK)
-                st = tm__jj_buf_put(&b, s.u.s.p + i, j - i);
-            i = j;
-        }
-        if (st == TM_OK && i < s.u.s.n)
-            st = tm__jj_buf_put(&b, s.u.s.p + i, s.u.s.n - i);
-        return buf_to_str(c, &b, st, out);
-    }
-    while (st == TM_OK && i <= s.u.s.n) {
-        const char *f = (count < 0 || done < count)
-                            ? memfind(s.u.s.p + i, s.u.s.n - i, old.u.s.p, old.u.s.n)
-                            : NULL;
-        if (f == NULL) {
-            st = tm__jj_buf_put(&b, s.u.s.p + i, s.u.s.n - i);
-            break;
-        }
-        size_t k = (size_t)(f - s.u.s.p);
-        st = tm__jj_buf_put(&b, s.u.s.p + i, k - i);
-        if (st == TM_OK)
-            st = tm__jj_buf_put(&b, new_.u.s.p, new_.u.s.n);
-        i = k + old.u.s.n;
-        done++;
-    }
-    return buf_to_str(c, &b, st, out);
-}
-
-/* Python str.split / rsplit. sep NULL splits on whitespace runs. */
-static tm_status str_split(jj_ctx *c, jv s, const jv *sep, int64_t maxsplit, bool from_right,
-                           jv *out) {
-    jj_list *l = tm__jj_list_new(c, 0);
-    if (l == NULL)
-        return tm__jj_nomem(c);
-    const char *p = s.u.s.p;
-    size_t      n = s.u.s.n;
-    if (sep != NULL) {
-        if (sep->u.s.n == 0)
-            return tm__jj_err(c, "empty separator");
-        if (!from_right) {
-            size_t  i = 0;
-            int64_t k = 0;
-            for (;;) {
-                const char *f = (maxsplit < 0 || k < maxsplit)
-                                    ? memfind(p + i, n - i, sep->u.s.p, sep->u.s.n)
-                                    : NULL;
-                if (f == NULL) {
-                    TM_TRY(tm__jj_list_push(c, l, jv_strn(p + i, n - i)));
-                    break;
-                }
-                TM_TRY(tm__jj_list_push(c, l, jv_strn(p + i, (size_t)(f - (p + i)))));
-                i = (size_t)(f - p) + sep->u.s.n;
-                k++;
-            }
-        } else {
-            /* Collect from the right, then reverse. */
-            size_t  hi = n;
-            int64_t k = 0;
-            for (;;) {
-                const char *f = NULL;
-                if ((maxsplit < 0 || k < maxsplit) && hi >= sep->u.s.n)
-                    for (size_t j = hi - sep->u.s.n + 1; j-- > 0;)
-                        if (memcmp(p + j, sep->u.s.p, sep->u.s.n) == 0) {
-                            f = p + j;
-                            break;
-                        }
-                if (f == NULL) {
-                    TM_TRY(tm__jj_list_push(c, l, jv_strn(p, hi)));
-                    break;
-                }
-                size_t e = (size_t)(f - p) + sep->u.s.n;
-                TM_TRY(tm__jj_list_push(c, l, jv_strn(p + e, hi - e)));
-                hi = (size_t)(f - p);
-                k++;
-            }
-            for (size_t a = 0, b = l->n ? l->n - 1 : 0; a < b; a++, b--) {
-                jv t = l->v[a];
-                l->v[a] = l->v[b];
-                l->v[b] = t;
-            }
-        }
-    } else {
-        size_t   i = 0;
-        int64_t  k = 0;
-        uint32_t cp;
-        (void)from_right; /* whitespace rsplit with maxsplit is rare; split from the left */
-        for (;;) {
-            while (i < n) { /* skip whitespace */
-                size_t j = tm__jj_utf8_next(p, n, i, &cp);
-                if (!tm__jj_is_space(cp))
-                    break;
-                i = j;
-            }
-            if (i >= n)
-                break;
-            if (maxsplit >= 0 && k >= maxsplit) {
-                jv rest = str_strip(jv_strn(p + i, n - i), NULL, false, true);
-                TM_TRY(tm__jj_list_push(c, l, rest));
-                break;
-            }
-            size_t st0 = i;
-            while (i < n) {
-                size_t j = tm__jj_utf8_next(p, n, i, &cp);
-                if (tm__jj_is_space(cp))
-                    break;
-                i = j;
-            }
-            TM_TRY(tm__jj_list_push(c, l, jv_strn(p + st0, i - st0)));
-            k++;
-        }
-    }
-    *out = mk_list(l);
-    return TM_OK;
-}
-
 static bool affix_match(jv s, jv x, bool end) {
     if (x.u.s.n > s.u.s.n)
         return false;
@@ -342,9 +99,9 @@ static tm_status m_strip_common(jj_ctx *c, jv self, const jj_args *a, bool l, bo
     jv chars;
     if (arg(a, 0, "chars", &chars) && chars.type != JV_NONE) {
         TM_TRY(need_str(c, chars, "strip"));
-        *out = str_strip(self, &chars, l, r);
+        *out = tm__jj_str_strip(self, &chars, l, r);
     } else {
-        *out = str_strip(self, NULL, l, r);
+        *out = tm__jj_str_strip(self, NULL, l, r);
     }
     return TM_OK;
 }
@@ -358,16 +115,16 @@ static tm_status m_rstrip(jj_ctx *c, jv s, const jj_args *a, jv *o) {
     return m_strip_common(c, s, a, false, true, o);
 }
 static tm_status m_upper(jj_ctx *c, jv s, const jj_args *a, jv *o) {
-    return str_case(c, s, CASE_UPPER, o);
+    return tm__jj_str_case(c, s, JJ_CASE_UPPER, o);
 }
 static tm_status m_lower(jj_ctx *c, jv s, const jj_args *a, jv *o) {
-    return str_case(c, s, CASE_LOWER, o);
+    return tm__jj_str_case(c, s, JJ_CASE_LOWER, o);
 }
 static tm_status m_title(jj_ctx *c, jv s, const jj_args *a, jv *o) {
-    return str_case(c, s, CASE_TITLE_PY, o);
+    return tm__jj_str_case(c, s, JJ_CASE_TITLE_PY, o);
 }
 static tm_status m_capitalize(jj_ctx *c, jv s, const jj_args *a, jv *o) {
-    return str_case(c, s, CASE_CAPITALIZE, o);
+    return tm__jj_str_case(c, s, JJ_CASE_CAPITALIZE, o);
 }
 static tm_status m_startswith(jj_ctx *c, jv s, const jj_args *a, jv *o) {
     return str_affix(c, s, a, false, o);
@@ -383,7 +140,7 @@ static tm_status m_split_common(jj_ctx *c, jv s, const jj_args *a, bool right, j
     if (has_sep)
         TM_TRY(need_str(c, sep, "split"));
     TM_TRY(arg_int(c, a, 1, "maxsplit", -1, &maxsplit));
-    return str_split(c, s, has_sep ? &sep : NULL, maxsplit, right, out);
+    return tm__jj_str_split(c, s, has_sep ? &sep : NULL, maxsplit, right, out);
 }
 static tm_status m_split(jj_ctx *c, jv s, const jj_args *a, jv *o) {
     return m_split_common(c, s, a, false, o);
@@ -400,7 +157,7 @@ static tm_status m_replace(jj_ctx *c, jv s, const jj_args *a, jv *out) {
     TM_TRY(need_str(c, old, "replace"));
     TM_TRY(need_str(c, nw, "replace"));
     TM_TRY(arg_int(c, a, 2, "count", -1, &count));
-    return str_replace(c, s, old, nw, count, out);
+    return tm__jj_str_replace(c, s, old, nw, count, out);
 }
 
 static tm_status m_find_common(jj_ctx *c, jv s, const jj_args *a, bool right, bool count, jv *out) {
@@ -826,7 +583,7 @@ static tm_status attr_path(jj_ctx *c, jv v, jv path, jv *out) {
 /* Sort key: lowercased strings unless case_sensitive. */
 static tm_status sort_key(jj_ctx *c, jv v, bool case_sensitive, jv *out) {
     if (!case_sensitive && v.type == JV_STR)
-        return str_case(c, v, CASE_LOWER, out);
+        return tm__jj_str_case(c, v, JJ_CASE_LOWER, out);
     *out = v;
     return TM_OK;
 }
@@ -1447,7 +1204,7 @@ tm_status tm__jj_filter(jj_ctx *c, const char *name, jv v, const jj_args *a, jv 
         bool has = arg(a, 0, "chars", &chars) && chars.type != JV_NONE;
         if (has)
             TM_TRY(need_str(c, chars, "trim"));
-        *out = str_strip(v, has ? &chars : NULL, true, true);
+        *out = tm__jj_str_strip(v, has ? &chars : NULL, true, true);
         return TM_OK;
     }
     if (name_is(name, "length") || name_is(name, "count"))
@@ -1455,11 +1212,11 @@ tm_status tm__jj_filter(jj_ctx *c, const char *name, jv v, const jj_args *a, jv 
     if (name_is(name, "upper") || name_is(name, "lower") || name_is(name, "capitalize") ||
         name_is(name, "title")) {
         TM_TRY(tm__jj_to_str(c, v, &v));
-        case_op op = name_is(name, "upper")        ? CASE_UPPER
-                     : name_is(name, "lower")      ? CASE_LOWER
-                     : name_is(name, "capitalize") ? CASE_CAPITALIZE
-                                                   : CASE_TITLE_JINJA;
-        return str_case(c, v, op, out);
+        jj_case_op op = name_is(name, "upper")        ? JJ_CASE_UPPER
+                        : name_is(name, "lower")      ? JJ_CASE_LOWER
+                        : name_is(name, "capitalize") ? JJ_CASE_CAPITALIZE
+                                                      : JJ_CASE_TITLE_JINJA;
+        return tm__jj_str_case(c, v, op, out);
     }
     if (name_is(name, "replace")) {
         TM_TRY(tm__jj_to_str(c, v, &v));
@@ -1470,7 +1227,7 @@ tm_status tm__jj_filter(jj_ctx *c, const char *name, jv v, const jj_args *a, jv 
         TM_TRY(tm__jj_to_str(c, old, &old));
         TM_TRY(tm__jj_to_str(c, nw, &nw));
         TM_TRY(arg_int(c, a, 2, "count", -1, &count));
-        return str_replace(c, v, old, nw, count, out);
+        return tm__jj_str_replace(c, v, old, nw, count, out);
     }
     if (name_is(name, "join"))
         return f_join(c, v, a, out);
@@ -1689,7 +1446,7 @@ tm_status tm__jj_test(jj_ctx *c, const char *name, jv v, const jj_args *a, bool 
         jv r;
         if (x.type == JV_STR) {
             TM_TRY(need_str(c, v, "in"));
-            *out = memfind(x.u.s.p, x.u.s.n, v.u.s.p, v.u.s.n) != NULL;
+            *out = tm__jj_memfind(x.u.s.p, x.u.s.n, v.u.s.p, v.u.s.n) != NULL;
             return TM_OK;
         }
         if (jv_is_map(x)) {

@@ -159,6 +159,21 @@ tm_status tm__jj_to_str(jj_ctx *c, jv v, jv *out); /* returns v itself for strin
 tm_status tm__jj_repr_buf(jj_ctx *c, jv v, jj_buf *b);
 void      tm__jj_float_repr(double f, char *buf, size_t cap); /* Python float repr */
 
+/* Python string operations over UTF-8 (jinja_value.c). */
+typedef enum jj_case_op {
+    JJ_CASE_UPPER,
+    JJ_CASE_LOWER,
+    JJ_CASE_CAPITALIZE,
+    JJ_CASE_TITLE_PY,   /* str.title() */
+    JJ_CASE_TITLE_JINJA /* the title filter: words start after [-\s({\[<] */
+} jj_case_op;
+tm_status   tm__jj_str_case(jj_ctx *c, jv s, jj_case_op op, jv *out);
+jv          tm__jj_str_strip(jv s, const jv *chars, bool left, bool right); /* chars NULL: spaces */
+const char *tm__jj_memfind(const char *h, size_t hn, const char *n, size_t nn);
+tm_status   tm__jj_str_replace(jj_ctx *c, jv s, jv old, jv new_, int64_t count, jv *out);
+tm_status   tm__jj_str_split(jj_ctx *c, jv s, const jv *sep, int64_t maxsplit, bool from_right,
+                             jv *out);
+
 typedef struct jj_json_opts {
     int32_t     indent;       /* < 0: none */
     const char *item_sep;     /* NULL: ", " without indent, "," with */

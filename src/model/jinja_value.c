@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <utf8proc.h>
+
 #include "jinja_int.h"
 
 /* ---- arena ------------------------------------------------------------------ */
@@ -713,4 +715,253 @@ static tm_status json_val(jj_ctx *c, jv v, const jj_json_opts *o, int level, jj_
 
 tm_status tm__jj_to_json_buf(jj_ctx *c, jv v, const jj_json_opts *o, jj_buf *b) {
     return json_val(c, v, o, 0, b);
+}
+
+/* ---- Python string operations (str methods and filters share them)
+ * ------------------------------------------------------ */
+static tm_status str_from_buf(jj_ctx *c, jj_buf *b, tm_status st, jv *out) {
+    if (st == TM_OK)
+        st = tm__jj_str_dup(c, b->p ? b->p : "", b->n, out);
+    tm__jj_buf_free(b);
+    return st;
+}
+
+static bool is_cased(uint32_t cp) {
+    utf8proc_category_t k = utf8proc_category((utf8proc_int32_t)cp);
+    return k == UTF8PROC_CATEGORY_LU || k == UTF8PROC_CATEGORY_LL || k == UTF8PROC_CATEGORY_LT;
+}
+
+tm_status tm__jj_str_case(jj_ctx *c, jv s, jj_case_op op, jv *out) {
+    jj_buf    b = {0};
+    size_t    i = 0;
+    bool      first = true, prev_cased = false;
+    uint32_t  cp;
+    tm_status st = TM_OK;
+    while (i < s.u.s.n && st == TM_OK) {
+        size_t  j = tm__jj_utf8_next(s.u.s.p, s.u.s.n, i, &cp);
+        int32_t r = (int32_t)cp;
+        if (j - i == 1 && cp >= 0x80) {
+            st = tm__jj_buf_put(&b, s.u.s.p + i, 1); /* invalid byte: copy */
+            i = j;
+            continue;
+        }
+        switch (op) {
+        case JJ_CASE_UPPER:
+            if (cp == 0xdf) { /* Python's full mapping: sharp s uppercases to "SS" */
+                st = tm__jj_buf_put(&b, "SS", 2);
+                first = false;
+                i = j;
+                continue;
+            }
+            r = utf8proc_toupper(r);
+            break;
+        case JJ_CASE_LOWER: r = utf8proc_tolower(r); break;
+        case JJ_CASE_CAPITALIZE: r = first ? utf8proc_totitle(r) : utf8proc_tolower(r); break;
+        case JJ_CASE_TITLE_PY:
+            r = prev_cased ? utf8proc_tolower(r) : utf8proc_totitle(r);
+            prev_cased = is_cased(cp);
+            break;
+        case JJ_CASE_TITLE_JINJA: {
+            /* Jinja: words start after runs of [-\s({\[<]. */
+            bool sep = tm__jj_is_space(cp) || cp == '-' || cp == '(' || cp == '{' || cp == '[' ||
+                       cp == '<';
+            r = sep ? r : prev_cased ? utf8proc_tolower(r) : utf8proc_totitle(r);
+            prev_cased = !sep;
+            break;
+        }
+        }
+        char enc[4];
+        st = tm__jj_buf_put(&b, enc, tm__jj_utf8_put((uint32_t)r, enc));
+        first = false;
+        i = j;
+    }
+    return str_from_buf(c, &b, st, out);
+}
+
+/* Strips chars (a set of code points; NULL = whitespace) from the ends. */
+jv tm__jj_str_strip(jv s, const jv *chars, bool left, bool right) {
+    const char *p = s.u.s.p;
+    size_t      lo = 0, hi = s.u.s.n;
+    uint32_t    cp;
+    for (;;) {
+        bool hit = false;
+        if (left && lo < hi) {
+            size_t j = tm__jj_utf8_next(p, hi, lo, &cp);
+            bool   m = false;
+            if (chars == NULL) {
+                m = tm__jj_is_space(cp);
+            } else {
+                for (size_t k = 0; k < chars->u.s.n;) {
+                    uint32_t cc;
+                    k = tm__jj_utf8_next(chars->u.s.p, chars->u.s.n, k, &cc);
+                    if (cc == cp)
+                        m = true;
+                }
+            }
+            if (m) {
+                lo = j;
+                hit = true;
+            }
+        }
+        if (right && lo < hi) {
+            size_t k0 = hi - 1;
+            while (k0 > lo && ((unsigned char)p[k0] & 0xc0) == 0x80)
+                k0--;
+            tm__jj_utf8_next(p, hi, k0, &cp);
+            bool m = false;
+            if (chars == NULL) {
+                m = tm__jj_is_space(cp);
+            } else {
+                for (size_t k = 0; k < chars->u.s.n;) {
+                    uint32_t cc;
+                    k = tm__jj_utf8_next(chars->u.s.p, chars->u.s.n, k, &cc);
+                    if (cc == cp)
+                        m = true;
+                }
+            }
+            if (m) {
+                hi = k0;
+                hit = true;
+            }
+        }
+        if (!hit)
+            break;
+    }
+    return jv_strn(p + lo, hi - lo);
+}
+
+const char *tm__jj_memfind(const char *h, size_t hn, const char *n, size_t nn) {
+    if (nn == 0)
+        return h;
+    for (size_t i = 0; i + nn <= hn; i++)
+        if (memcmp(h + i, n, nn) == 0)
+            return h + i;
+    return NULL;
+}
+
+tm_status tm__jj_str_replace(jj_ctx *c, jv s, jv old, jv new_, int64_t count, jv *out) {
+    jj_buf    b = {0};
+    tm_status st = TM_OK;
+    size_t    i = 0;
+    int64_t   done = 0;
+    if (old.u.s.n == 0) {
+        /* Python inserts new_ before every code point and at the end. */
+        uint32_t cp;
+        while (st == TM_OK && (count < 0 || done < count)) {
+            st = tm__jj_buf_put(&b, new_.u.s.p, new_.u.s.n);
+            done++;
+            if (i >= s.u.s.n)
+                break;
+            size_t j = tm__jj_utf8_next(s.u.s.p, s.u.s.n, i, &cp);
+            if (st == TM_OK)
+                st = tm__jj_buf_put(&b, s.u.s.p + i, j - i);
+            i = j;
+        }
+        if (st == TM_OK && i < s.u.s.n)
+            st = tm__jj_buf_put(&b, s.u.s.p + i, s.u.s.n - i);
+        return str_from_buf(c, &b, st, out);
+    }
+    while (st == TM_OK && i <= s.u.s.n) {
+        const char *f = (count < 0 || done < count)
+                            ? tm__jj_memfind(s.u.s.p + i, s.u.s.n - i, old.u.s.p, old.u.s.n)
+                            : NULL;
+        if (f == NULL) {
+            st = tm__jj_buf_put(&b, s.u.s.p + i, s.u.s.n - i);
+            break;
+        }
+        size_t k = (size_t)(f - s.u.s.p);
+        st = tm__jj_buf_put(&b, s.u.s.p + i, k - i);
+        if (st == TM_OK)
+            st = tm__jj_buf_put(&b, new_.u.s.p, new_.u.s.n);
+        i = k + old.u.s.n;
+        done++;
+    }
+    return str_from_buf(c, &b, st, out);
+}
+
+/* Python str.split / rsplit. sep NULL splits on whitespace runs. */
+tm_status tm__jj_str_split(jj_ctx *c, jv s, const jv *sep, int64_t maxsplit, bool from_right,
+                           jv *out) {
+    jj_list *l = tm__jj_list_new(c, 0);
+    if (l == NULL)
+        return tm__jj_nomem(c);
+    const char *p = s.u.s.p;
+    size_t      n = s.u.s.n;
+    if (sep != NULL) {
+        if (sep->u.s.n == 0)
+            return tm__jj_err(c, "empty separator");
+        if (!from_right) {
+            size_t  i = 0;
+            int64_t k = 0;
+            for (;;) {
+                const char *f = (maxsplit < 0 || k < maxsplit)
+                                    ? tm__jj_memfind(p + i, n - i, sep->u.s.p, sep->u.s.n)
+                                    : NULL;
+                if (f == NULL) {
+                    TM_TRY(tm__jj_list_push(c, l, jv_strn(p + i, n - i)));
+                    break;
+                }
+                TM_TRY(tm__jj_list_push(c, l, jv_strn(p + i, (size_t)(f - (p + i)))));
+                i = (size_t)(f - p) + sep->u.s.n;
+                k++;
+            }
+        } else {
+            /* Collect from the right, then reverse. */
+            size_t  hi = n;
+            int64_t k = 0;
+            for (;;) {
+                const char *f = NULL;
+                if ((maxsplit < 0 || k < maxsplit) && hi >= sep->u.s.n)
+                    for (size_t j = hi - sep->u.s.n + 1; j-- > 0;)
+                        if (memcmp(p + j, sep->u.s.p, sep->u.s.n) == 0) {
+                            f = p + j;
+                            break;
+                        }
+                if (f == NULL) {
+                    TM_TRY(tm__jj_list_push(c, l, jv_strn(p, hi)));
+                    break;
+                }
+                size_t e = (size_t)(f - p) + sep->u.s.n;
+                TM_TRY(tm__jj_list_push(c, l, jv_strn(p + e, hi - e)));
+                hi = (size_t)(f - p);
+                k++;
+            }
+            for (size_t a = 0, b = l->n ? l->n - 1 : 0; a < b; a++, b--) {
+                jv t = l->v[a];
+                l->v[a] = l->v[b];
+                l->v[b] = t;
+            }
+        }
+    } else {
+        size_t   i = 0;
+        int64_t  k = 0;
+        uint32_t cp;
+        (void)from_right; /* whitespace rsplit with maxsplit is rare; split from the left */
+        for (;;) {
+            while (i < n) { /* skip whitespace */
+                size_t j = tm__jj_utf8_next(p, n, i, &cp);
+                if (!tm__jj_is_space(cp))
+                    break;
+                i = j;
+            }
+            if (i >= n)
+                break;
+            if (maxsplit >= 0 && k >= maxsplit) {
+                jv rest = tm__jj_str_strip(jv_strn(p + i, n - i), NULL, false, true);
+                TM_TRY(tm__jj_list_push(c, l, rest));
+                break;
+            }
+            size_t st0 = i;
+            while (i < n) {
+                size_t j = tm__jj_utf8_next(p, n, i, &cp);
+                if (tm__jj_is_space(cp))
+                    break;
+                i = j;
+            }
+            TM_TRY(tm__jj_list_push(c, l, jv_strn(p + st0, i - st0)));
+            k++;
+        }
+    }
+    *out = (jv){.type = JV_LIST, .u.l = l};
+    return TM_OK;
 }
