@@ -174,7 +174,7 @@ static void print_tokenizer(tm_tokenizer_params *tp) {
     }
     char *summary = NULL;
     if (tm_tokenizer_summary(tok, &summary) == TM_OK) {
-        printf("\ntokenizer:\n%s", summary);
+        printf("\n%s", summary);
         size_t n = strlen(summary);
         if (n == 0 || summary[n - 1] != '\n')
             putchar('\n');
