@@ -1180,6 +1180,18 @@ static tm_status f_format(jj_ctx *c, jv v, const jj_args *a, jv *out) {
     return buf_to_str(c, &b, st, out);
 }
 
+tm_status tm__jj_percent_format(jj_ctx *c, jv fmt, jv args, jv *out) {
+    jj_args a = {0};
+    if (args.type == JV_TUPLE) {
+        a.n_pos = args.u.l->n;
+        a.pos = args.u.l->v;
+    } else {
+        a.n_pos = 1;
+        a.pos = &args;
+    }
+    return f_format(c, fmt, &a, out);
+}
+
 static bool name_is(const char *name, const char *a) { return strcmp(name, a) == 0; }
 
 tm_status tm__jj_filter(jj_ctx *c, const char *name, jv v, const jj_args *a, jv *out) {
@@ -1190,11 +1202,10 @@ tm_status tm__jj_filter(jj_ctx *c, const char *name, jv v, const jj_args *a, jv 
         *out = use ? dflt : v;
         return TM_OK;
     }
-    if (v.type == JV_UNDEF && !name_is(name, "length") && !name_is(name, "count") &&
-        !name_is(name, "list") && !name_is(name, "items") && !name_is(name, "string") &&
-        !name_is(name, "tojson") && !name_is(name, "first") && !name_is(name, "join") &&
-        !name_is(name, "safe") && !name_is(name, "select") && !name_is(name, "reject") &&
-        !name_is(name, "map") && !name_is(name, "selectattr") && !name_is(name, "rejectattr"))
+    /* Most filters take str(undefined) == "" or iterate it as empty, as Jinja's
+     * Undefined allows; arithmetic and mapping filters refuse it. */
+    if (v.type == JV_UNDEF && (name_is(name, "abs") || name_is(name, "round") ||
+                               name_is(name, "dictsort") || name_is(name, "format")))
         return tm__jj_err(c, "%s is undefined", v.u.undef ? v.u.undef : "value");
     if (name_is(name, "tojson"))
         return f_tojson(c, v, a, out);

@@ -365,6 +365,8 @@ static tm_status binop(jj_ctx *c, int32_t op, jv a, jv b, jv *out) {
         return TM_OK;
     case JJ_OP_FLOORDIV:
     case '%':
+        if (op == '%' && a.type == JV_STR)
+            return tm__jj_percent_format(c, a, b, out);
         if (!num)
             return type_err(c, op == '%' ? "%" : "//", a, b);
         if (ints) {

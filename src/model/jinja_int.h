@@ -340,6 +340,8 @@ tm_status tm__jj_iterate(jj_ctx *c, jv v, jj_list **out); /* materializes any it
 /* Builtins (jinja_builtins.c). */
 tm_status tm__jj_filter(jj_ctx *c, const char *name, jv v, const jj_args *a, jv *out);
 tm_status tm__jj_test(jj_ctx *c, const char *name, jv v, const jj_args *a, bool *out);
+/* Python's fmt % args for the % operator on strings (%s, %d, %r). */
+tm_status tm__jj_percent_format(jj_ctx *c, jv fmt, jv args, jv *out);
 /* Bound method name of self (strings, dicts, lists); false when none. */
 bool tm__jj_method(jj_ctx *c, jv self, const char *name, size_t n, jv *out);
 /* Global function by name (range, namespace, dict, raise_exception, strftime_now). */

@@ -15,6 +15,7 @@
  *
  * {% raw %}...{% endraw %} becomes one text token.
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
@@ -133,7 +134,21 @@ static tm_status lex_string(lexer *L, jj_tok *t) {
         case 'f': out[o++] = '\f'; break;
         case 'v': out[o++] = '\v'; break;
         case 'a': out[o++] = '\a'; break;
-        case '0': out[o++] = '\0'; break;
+        case '0':
+        case '1':
+        case '2':
+        case '3':
+        case '4':
+        case '5':
+        case '6':
+        case '7': {
+            /* octal: up to three digits, as Python */
+            uint32_t cp = (uint32_t)(e - '0');
+            for (int k = 0; k < 2 && j < L->n && L->s[j] >= '0' && L->s[j] <= '7'; k++)
+                cp = cp * 8 + (uint32_t)(L->s[j++] - '0');
+            o += tm__jj_utf8_put(cp, out + o);
+            break;
+        }
         case '\\': out[o++] = '\\'; break;
         case '\'': out[o++] = '\''; break;
         case '"': out[o++] = '"'; break;
@@ -217,9 +232,9 @@ static tm_status lex_number(lexer *L, jj_tok *t, bool after_dot) {
         t->fval = strtod(buf, NULL);
     } else {
         t->type = JT_INT;
-        char *end;
-        t->ival = strtoll(buf, &end, 10);
-        if (o > 18 && strcmp(buf, "9223372036854775807") > 0 && o >= 19)
+        errno = 0;
+        t->ival = strtoll(buf, NULL, 10);
+        if (errno == ERANGE) /* Python has big integers; we refuse rather than clamp */
             return lex_err(L, t->line, t->col, "integer literal too large");
     }
     adv_to(L, j);

@@ -476,6 +476,24 @@ void tm__jj_float_repr(double f, char *buf, size_t cap) {
     snprintf(buf, cap, "%s", out);
 }
 
+/* Python's str.isprintable() as repr() uses it: control, format, surrogate,
+ * private-use, unassigned and separator characters (but ' ') are escaped. */
+static bool repr_printable(uint32_t cp) {
+    if (cp == ' ')
+        return true;
+    switch (utf8proc_category((utf8proc_int32_t)cp)) {
+    case UTF8PROC_CATEGORY_CC:
+    case UTF8PROC_CATEGORY_CF:
+    case UTF8PROC_CATEGORY_CS:
+    case UTF8PROC_CATEGORY_CO:
+    case UTF8PROC_CATEGORY_CN:
+    case UTF8PROC_CATEGORY_ZS:
+    case UTF8PROC_CATEGORY_ZL:
+    case UTF8PROC_CATEGORY_ZP: return false;
+    default: return true;
+    }
+}
+
 static tm_status repr_str(jv v, jj_buf *b) {
     const char *p = v.u.s.p;
     size_t      n = v.u.s.n;
@@ -497,9 +515,16 @@ static tm_status repr_str(jv v, jj_buf *b) {
             TM_TRY(buf_puts(b, "\\r"));
         } else if (cp == '\t') {
             TM_TRY(buf_puts(b, "\\t"));
-        } else if (cp < 0x20 || cp == 0x7f || (cp >= 0x80 && cp < 0xa0) ||
-                   (j - i == 1 && cp >= 0x80)) {
-            snprintf(esc, sizeof esc, "\\x%02x", cp & 0xff);
+        } else if (j - i == 1 && cp >= 0x80) {
+            snprintf(esc, sizeof esc, "\\x%02x", cp & 0xff); /* invalid UTF-8 byte */
+            TM_TRY(buf_puts(b, esc));
+        } else if (!repr_printable(cp)) {
+            if (cp < 0x100)
+                snprintf(esc, sizeof esc, "\\x%02x", cp);
+            else if (cp < 0x10000)
+                snprintf(esc, sizeof esc, "\\u%04x", cp);
+            else
+                snprintf(esc, sizeof esc, "\\U%08x", cp);
             TM_TRY(buf_puts(b, esc));
         } else {
             TM_TRY(tm__jj_buf_put(b, p + i, j - i));
@@ -538,7 +563,7 @@ static tm_status repr_d(jj_ctx *c, jv v, int depth, jj_buf *b) {
         }
         return buf_puts(b, v.type == JV_NS ? "}>" : "}");
     }
-    case JV_UNDEF: return TM_OK;
+    case JV_UNDEF: return buf_puts(b, "Undefined"); /* repr() of jinja2.Undefined */
     default: return tm__jj_to_str_buf(c, v, b);
     }
 }

@@ -135,7 +135,7 @@ int lctl_template(int argc, char **argv) {
         tp.name = src.origin ? src.origin : path;
     }
     if (tm_chat_template_init(&tp, &t) != TM_OK) {
-        rc = fail("template");
+        rc = fail("compile");
         goto done;
     }
     rp.messages_json = msg_text;
