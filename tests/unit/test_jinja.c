@@ -3,9 +3,11 @@
  * configured as Hugging Face does (tests/py/test_chat_template.py's environment),
  * errors with line and column, raise_exception, and the runaway limits. */
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "harness.h"
 #include "tm/tm_chat_template.h"
+#include "tm/tm_gguf.h"
 
 static const char *const MSGS =
     "[{\"role\": \"user\", \"content\": \"Hi\"}, {\"role\": \"assistant\", \"content\": \"Yo\"}]";
@@ -385,6 +387,43 @@ TEST(source_from_shared_configs) {
     tm_chat_template_source_free(&src);
     EXPECT_TRUE(tm_chat_template_source_load("/nonexistent/x.json", false, &src) ==
                 TM_ERR_NOT_FOUND);
+}
+
+TEST(source_from_gguf) {
+    char path[] = "/tmp/tm_test_jinja_XXXXXX.gguf";
+    int  fd = mkstemps(path, 5);
+    ASSERT_TRUE(fd >= 0);
+    close(fd);
+    tm_gguf_writer *w = NULL;
+    ASSERT_OK(tm_gguf_writer_init(&w));
+    static const char *const toks[] = {"<unk>", "<s>", "</s>", "hi"};
+    EXPECT_OK(tm_gguf_writer_set_str(w, "general.architecture", "llama"));
+    EXPECT_OK(tm_gguf_writer_set_str(w, "tokenizer.chat_template",
+                                     "{{ bos_token }}{% for m in messages %}{{ m.content }}"
+                                     "{% endfor %}{{ eos_token }}"));
+    EXPECT_OK(tm_gguf_writer_set_str(w, "tokenizer.chat_template.tool_use", "tools!"));
+    EXPECT_OK(tm_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", toks, 4));
+    EXPECT_OK(tm_gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", 1));
+    EXPECT_OK(tm_gguf_writer_set_u32(w, "tokenizer.ggml.eos_token_id", 2));
+    EXPECT_OK(tm_gguf_writer_write(w, path));
+    tm_gguf_writer_free(w);
+
+    tm_chat_template_source src = {0};
+    ASSERT_OK(tm_chat_template_source_load(path, false, &src));
+    EXPECT_EQ_STR(src.bos_token, "<s>");
+    EXPECT_EQ_STR(src.eos_token, "</s>");
+    char                 *out = NULL;
+    tm_chat_render_params rp = tm_chat_render_params_default();
+    rp.bos_token = src.bos_token;
+    rp.eos_token = src.eos_token;
+    EXPECT_OK(render(src.text, &rp, &out));
+    EXPECT_EQ_STR(out, "<s>HiYo</s>");
+    tm_free(out);
+    tm_chat_template_source_free(&src);
+    ASSERT_OK(tm_chat_template_source_load(path, true, &src));
+    EXPECT_EQ_STR(src.text, "tools!");
+    tm_chat_template_source_free(&src);
+    unlink(path);
 }
 
 TM_TEST_MAIN()
