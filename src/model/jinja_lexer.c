@@ -256,6 +256,7 @@ static tm_status lex_tag(lexer *L, bool is_var, bool *strip_after, bool *keep_af
         const char *close = is_var ? "}}" : "%}";
         size_t      i = L->i;
         jj_tok      t = {.line = L->line, .col = L->col};
+        char        ch = L->s[i]; /* before the "goto op" below, which lands past this point */
         if ((L->s[i] == '-' || L->s[i] == '+') && starts(L, i + 1, close) &&
             (depth == 0 || !is_var)) {
             if (L->s[i] == '+' && is_var)
@@ -274,7 +275,6 @@ static tm_status lex_tag(lexer *L, bool is_var, bool *strip_after, bool *keep_af
                 L,
                 (jj_tok){.type = is_var ? JT_VAR_END : JT_BLOCK_END, .line = t.line, .col = t.col});
         }
-        char ch = L->s[i];
         if (ch == '\'' || ch == '"') {
             TM_TRY(lex_string(L, &t));
         } else if (ch >= '0' && ch <= '9') {

@@ -583,7 +583,7 @@ static tm_status parse_compare(parser *P, jj_node **out) {
         } else {
             break;
         }
-        jj_node *right, *cmp;
+        jj_node *right = NULL, *cmp = NULL;
         TM_TRY(parse_math1(P, &right));
         TM_TRY(binop(P, JN_CMP, op, t, left, right, &cmp));
         /* a < b < c is (a < b) and (b < c), as in Python. */

@@ -604,7 +604,7 @@ static tm_status json_str(const char *p, size_t n, bool ascii, jj_buf *b) {
     TM_TRY(buf_puts(b, "\""));
     size_t i = 0, run = 0;
     while (i < n) {
-        uint32_t      cp;
+        uint32_t      cp = 0;
         unsigned char ch = (unsigned char)p[i];
         size_t        j = ch < 0x80 ? i + 1 : tm__jj_utf8_next(p, n, i, &cp);
         if (ch >= 0x80 && !ascii) {

@@ -372,7 +372,7 @@ TEST(source_from_shared_configs) {
         printf("SKIPPED: ../shared/data absent; tokenizer_config.json sources not tested\n");
         return;
     }
-    char path[4096];
+    char path[4200]; /* shared data path (<= 4095) plus the file name */
     snprintf(path, sizeof path, "%s/tokenizers/llama3/tokenizer_config.json", shared);
     tm_chat_template_source src = {0};
     ASSERT_OK(tm_chat_template_source_load(path, false, &src));
