@@ -2,109 +2,96 @@
  * ops_matmul.c - matrix product W[K, N] x X[K, T] -> Y[N, T] for weights of any
  * dtype with a reference dequantizer.
  *
- * Reference path: threads split the N output rows; each weight row is dequantized
- * once into thread scratch (K floats) and dotted with every column of X, so a
- * prefill batch amortizes the dequantization. F32 weights are read in place.
- * The dot product keeps 8 partial sums (a fixed, vectorizable summation order).
- *
- * Integer path (ARCHITECTURE decision 3) for Q4_0 / Q5_0 / Q8_0 weights: every
- * column of X is quantized to 8-bit blocks of 32 (float scale, round to nearest)
- * and each weight block is dotted in int32, scaled once per block. Error: about
- * 1e-2 relative, from the 8-bit activations. Off until it has SIMD variants:
- * tm__cpu_set_use_ref(false) turns it on (tests compare the two).
- * TODO(infer): Q4_K / Q6_K integer dots and AVX2 variants.
+ * DESIGN
+ * - Dot path (default; ARCHITECTURE decision 3): every column of X is quantized
+ *   once to the 8-bit activation blocks the weight dtype pairs with (tm_q8_32 /
+ *   tm_q8_k, simd_dot.h), or kept f32 for F32 / F16 / BF16 weights, and each
+ *   output is one call of the dtype's dot (plain C, AVX2, ... chosen at run
+ *   time by tm__cpu_isa()). Error: about 1e-2 relative from the 8-bit
+ *   activations for quantized weights; float weights stay within float rounding.
+ * - Tiling for T > 1 (prefill): threads split the N weight rows; each thread
+ *   walks its rows in tiles of MM_TILE_N rows and the columns in tiles of
+ *   MM_TILE_T, so a weight tile is read from memory once and then reused from
+ *   cache for every column of the batch.
+ * - Reference path (tm__cpu_set_use_ref(true), tests): each weight row is
+ *   dequantized to f32 in thread scratch and dotted with 8 partial sums.
+ * - Every thread quantizes all columns into its own scratch, so no barrier is
+ *   needed inside the node; it costs K * T element operations per thread,
+ *   small next to the K * N * T of the product.
+ * - Each output element is computed by exactly one thread in a fixed order, so
+ *   results do not depend on the thread count.
  */
-#include <math.h>
 #include <stdatomic.h>
 #include <string.h>
 
 #include "backend/cpu/cpu_int.h"
-#include "tm/tm_bytes.h"
+#include "backend/cpu/simd_dot.h"
 
-#define MM_QK 32
-typedef struct mm_q8 {
-    float  d;          /* scale */
-    int8_t q[MM_QK];   /* values / d, rounded */
-} mm_q8;
+enum {
+    MM_TILE_N = 16, /* weight rows per tile: 16 rows of 2048 Q4_0 = 18 KiB, fits L1 */
+    MM_TILE_T = 32, /* activation columns per tile: 32 x 2.5 KiB of Q8 fits L2 */
+};
 
-/* Reference by default: in plain C the integer path measured no faster than
- * dequantize + float dot here; it becomes the default with its AVX2 variant. */
-static atomic_bool mm_use_ref = true;
+static atomic_bool mm_use_ref = false;
 
 void tm__cpu_set_use_ref(bool on) { atomic_store_explicit(&mm_use_ref, on, memory_order_relaxed); }
 
-static bool mm_int_path(const tm_tensor *w) {
-    if (atomic_load_explicit(&mm_use_ref, memory_order_relaxed) || w->ne[0] % MM_QK != 0)
-        return false;
-    return w->dtype == TM_DTYPE_Q8_0 || w->dtype == TM_DTYPE_Q5_0 || w->dtype == TM_DTYPE_Q4_0;
+/* The activation kind mul_mat uses for w, or NONE for the dequantize path. */
+static tm_cpu_vec_kind mm_vec_kind(const tm_tensor *w) {
+    if (atomic_load_explicit(&mm_use_ref, memory_order_relaxed))
+        return TM_CPU_VEC_NONE;
+    tm_cpu_vec_kind k = tm__cpu_vec_kind(w->dtype);
+    if ((k == TM_CPU_VEC_Q8_32 && w->ne[0] % TM_QK32 != 0) ||
+        (k == TM_CPU_VEC_Q8_K && w->ne[0] % TM_QKK != 0))
+        return TM_CPU_VEC_NONE;
+    return k;
 }
 
 size_t tm__cpu_mul_mat_scratch(const tm_tensor *dst) {
     const tm_tensor *w = dst->src[0];
-    size_t           s = (size_t)w->ne[0] * sizeof(float);
-    if (w->ne[0] % MM_QK == 0) /* room for quantized columns, whichever path runs */
-        s += (size_t)(w->ne[0] / MM_QK) * sizeof(mm_q8) * (size_t)tm_tensor_nrows(dst->src[1]);
+    const int64_t    K = w->ne[0], T = tm_tensor_nrows(dst->src[1]);
+    size_t           s = (size_t)K * sizeof(float); /* one dequantized row */
+    tm_cpu_vec_kind  k = tm__cpu_vec_kind(w->dtype);
+    /* room for the quantized columns whichever path runs (use_ref may change) */
+    if ((k == TM_CPU_VEC_Q8_32 && K % TM_QK32 == 0) || (k == TM_CPU_VEC_Q8_K && K % TM_QKK == 0))
+        s += tm__cpu_vec_row_bytes(k, K) * (size_t)T;
     return s;
 }
 
-static void mm_quantize_col(const float *x, mm_q8 *out, int64_t nblk) {
-    for (int64_t b = 0; b < nblk; b++) {
-        const float *xb = x + b * MM_QK;
-        float        amax = 0.0f;
-        for (int i = 0; i < MM_QK; i++)
-            amax = fmaxf(amax, fabsf(xb[i]));
-        const float d = amax / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;
-        out[b].d = d;
-        for (int i = 0; i < MM_QK; i++)
-            out[b].q[i] = (int8_t)lrintf(xb[i] * id);
-    }
-}
-
-/* Unpacks one weight block to signed ints; returns its scale. */
-static inline float mm_unpack(tm_dtype t, const uint8_t *b, int8_t *q) {
-    const float d = tm_f16_to_f32(tm_load_u16_le(b));
-    if (t == TM_DTYPE_Q8_0) {
-        memcpy(q, b + 2, MM_QK);
-    } else if (t == TM_DTYPE_Q4_0) {
-        for (int j = 0; j < 16; j++) {
-            q[j] = (int8_t)((b[2 + j] & 0xF) - 8);
-            q[j + 16] = (int8_t)((b[2 + j] >> 4) - 8);
+static void mm_mul_mat_dot(const tm_tensor *dst, tm_cpu_vec_kind kind, int ith, int nth,
+                           void *scratch) {
+    const tm_tensor     *w = dst->src[0], *x = dst->src[1];
+    const int64_t        K = w->ne[0], N = w->ne[1], T = tm_tensor_nrows(x);
+    const tm_cpu_vec_dot dot = tm__cpu_dot_get(w->dtype, tm__cpu_isa());
+    const char          *xq = x->data;
+    size_t               xrow = x->nb[1];
+    TM_ASSERT(dot != NULL && x->dtype == TM_DTYPE_F32); /* graph builder invariant */
+    if (kind != TM_CPU_VEC_F32) {
+        xrow = tm__cpu_vec_row_bytes(kind, K);
+        for (int64_t t = 0; t < T; t++) {
+            const float *xt = (const float *)((const char *)x->data + (size_t)t * x->nb[1]);
+            void        *out = (char *)scratch + (size_t)t * xrow;
+            if (kind == TM_CPU_VEC_Q8_32)
+                tm__cpu_quantize_q8_32(xt, out, K);
+            else
+                tm__cpu_quantize_q8_k(xt, out, K);
         }
-    } else { /* Q5_0: d, qh (u32 LE), qs[16]; ggml dequantize_row_q5_0 */
-        const uint32_t qh = tm_load_u32_le(b + 2);
-        for (int j = 0; j < 16; j++) {
-            q[j] = (int8_t)(((b[6 + j] & 0xF) | (((qh >> j) & 1u) << 4)) - 16);
-            q[j + 16] = (int8_t)(((b[6 + j] >> 4) | (((qh >> (j + 16)) & 1u) << 4)) - 16);
-        }
+        xq = scratch;
     }
-    return d;
-}
-
-static void mm_mul_mat_int(const tm_tensor *dst, int ith, int nth, void *scratch) {
-    const tm_tensor *w = dst->src[0], *x = dst->src[1];
-    const int64_t    K = w->ne[0], N = w->ne[1], T = tm_tensor_nrows(x), nblk = K / MM_QK;
-    const size_t     bsz = (size_t)tm_dtype_get_traits(w->dtype)->type_size;
-    mm_q8           *xq = (mm_q8 *)((char *)scratch + (size_t)K * sizeof(float));
-    /* every thread quantizes all columns into its own scratch: no barrier needed */
-    for (int64_t t = 0; t < T; t++)
-        mm_quantize_col((const float *)((const char *)x->data + (size_t)t * x->nb[1]),
-                        xq + t * nblk, nblk);
     int64_t r0, r1;
     tm__cpu_split(N, ith, nth, &r0, &r1);
-    int8_t wq[MM_QK];
-    for (int64_t n = r0; n < r1; n++) {
-        const uint8_t *wr = (const uint8_t *)w->data + (size_t)n * w->nb[1];
-        for (int64_t t = 0; t < T; t++) {
-            const mm_q8 *xb = xq + t * nblk;
-            float        sum = 0.0f;
-            for (int64_t b = 0; b < nblk; b++) {
-                const float d = mm_unpack(w->dtype, wr + (size_t)b * bsz, wq);
-                int32_t     acc = 0;
-                for (int i = 0; i < MM_QK; i++)
-                    acc += (int32_t)wq[i] * (int32_t)xb[b].q[i];
-                sum += d * xb[b].d * (float)acc;
+    const char *wd = w->data;
+    char       *yd = dst->data;
+    for (int64_t n0 = r0; n0 < r1; n0 += MM_TILE_N) {
+        const int64_t n1 = n0 + MM_TILE_N < r1 ? n0 + MM_TILE_N : r1;
+        for (int64_t t0 = 0; t0 < T; t0 += MM_TILE_T) {
+            const int64_t t1 = t0 + MM_TILE_T < T ? t0 + MM_TILE_T : T;
+            for (int64_t t = t0; t < t1; t++) {
+                const void *xt = xq + (size_t)t * xrow;
+                float      *yt = (float *)(yd + (size_t)t * dst->nb[1]);
+                for (int64_t n = n0; n < n1; n++)
+                    dot(K, &yt[n], wd + (size_t)n * w->nb[1], xt);
             }
-            ((float *)((char *)dst->data + (size_t)t * dst->nb[1]))[n] = sum;
         }
     }
 }
@@ -123,8 +110,9 @@ static float mm_dot_ref(const float *a, const float *b, int64_t n) {
 
 void tm__cpu_mul_mat(const tm_tensor *dst, int ith, int nth, void *scratch) {
     const tm_tensor *w = dst->src[0], *x = dst->src[1];
-    if (mm_int_path(w)) {
-        mm_mul_mat_int(dst, ith, nth, scratch);
+    const tm_cpu_vec_kind kind = mm_vec_kind(w);
+    if (kind != TM_CPU_VEC_NONE) {
+        mm_mul_mat_dot(dst, kind, ith, nth, scratch);
         return;
     }
     const int64_t    K = w->ne[0], N = w->ne[1], T = tm_tensor_nrows(x);

@@ -1,0 +1,410 @@
+/*
+ * quant_dot_avx2.c - AVX2 + FMA + F16C dot products for mul_mat (x86-64 only;
+ * elsewhere tm__cpu_dot_avx2 returns NULL and the reference is used).
+ *
+ * DESIGN
+ * - Compiled per function with __attribute__((target)), no global -march:
+ *   tm__cpu_isa() only hands these out when the CPU reports avx2, fma and f16c.
+ * - Integer sums are those of quant_dot_ref.c, block by block: signed x signed
+ *   bytes go through _mm256_sign_epi8 + _mm256_maddubs_epi16 (|a| <= 128 and
+ *   |b| <= 127, so the int16 pair sums cannot saturate), unsigned codes
+ *   (<= 63) x signed activations through maddubs directly, then
+ *   _mm256_madd_epi16 widens (times the K-format scales) to int32. Each block's
+ *   float scale multiplies its int32 sum with one FMA into a vector accumulator.
+ * - Activation rows are tm_q8_32 / tm_q8_k (simd_dot.h); weight rows are read
+ *   in place from the mapping with unaligned loads.
+ */
+#include "backend/cpu/simd_dot.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+
+#include <immintrin.h>
+#include <string.h>
+
+#define AVX2 __attribute__((target("avx2,fma,f16c")))
+
+AVX2 static inline float x2_f16(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return _cvtsh_ss(h);
+}
+
+AVX2 static inline float x2_hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+AVX2 static inline int32_t x2_hsum_i32(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+    return _mm_cvtsi128_si32(s);
+}
+
+/* 32 signed bytes times 32 signed bytes -> 8 int32 pair-of-pairs sums. */
+AVX2 static inline __m256i x2_dot_i8(__m256i a, __m256i b) {
+    const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a));
+    return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+}
+
+/* 32 unsigned bytes (<= 63) times 32 signed bytes, the first 16 products scaled
+ * by sa and the last 16 by sb -> 8 int32. */
+AVX2 static inline __m256i x2_dot_u8s(__m256i u, const int8_t *x, int sa, int sb) {
+    const __m256i p = _mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i *)x));
+    const __m256i s =
+        _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_set1_epi16((short)sa)),
+                                _mm_set1_epi16((short)sb), 1);
+    return _mm256_madd_epi16(p, s);
+}
+
+/* 16 bytes of nibbles -> 32 bytes: low nibbles (elements 0..15), then high (16..31). */
+AVX2 static inline __m256i x2_nibbles(const uint8_t *qs) {
+    const __m128i t = _mm_loadu_si128((const __m128i *)qs);
+    const __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(t), _mm_srli_epi16(t, 4), 1);
+    return _mm256_and_si256(v, _mm256_set1_epi8(0x0F));
+}
+
+/* Bit j of a u32 -> byte j = 0xFF when set, 0 when clear. */
+AVX2 static inline __m256i x2_bits_to_bytes(const uint8_t *p) {
+    uint32_t x;
+    memcpy(&x, p, 4);
+    const __m256i shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202,
+                                           0x0101010101010101, 0x0000000000000000);
+    __m256i r = _mm256_shuffle_epi8(_mm256_set1_epi32((int)x), shuf);
+    r = _mm256_or_si256(r, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
+    return _mm256_cmpeq_epi8(r, _mm256_set1_epi64x(-1));
+}
+
+/* ---- float weights --------------------------------------------------------------- */
+
+AVX2 static void x2_dot_f32(int64_t n, float *s, const void *w, const void *x) {
+    const float *a = w, *b = x;
+    __m256       acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    __m256       acc2 = _mm256_setzero_ps(), acc3 = _mm256_setzero_ps();
+    int64_t      i = 0;
+    for (; i + 32 <= n; i += 32) {
+        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
+        acc2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16), acc2);
+        acc3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), acc3);
+    }
+    for (; i + 8 <= n; i += 8)
+        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+    float r = x2_hsum(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3)));
+    for (; i < n; i++)
+        r += a[i] * b[i];
+    *s = r;
+}
+
+AVX2 static inline __m256 x2_load_f16x8(const uint8_t *p) {
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+}
+
+AVX2 static void x2_dot_f16(int64_t n, float *s, const void *w, const void *x) {
+    const uint8_t *a = w;
+    const float   *b = x;
+    __m256         acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    __m256         acc2 = _mm256_setzero_ps(), acc3 = _mm256_setzero_ps();
+    int64_t        i = 0;
+    for (; i + 32 <= n; i += 32) {
+        acc0 = _mm256_fmadd_ps(x2_load_f16x8(a + 2 * i), _mm256_loadu_ps(b + i), acc0);
+        acc1 = _mm256_fmadd_ps(x2_load_f16x8(a + 2 * i + 16), _mm256_loadu_ps(b + i + 8), acc1);
+        acc2 = _mm256_fmadd_ps(x2_load_f16x8(a + 2 * i + 32), _mm256_loadu_ps(b + i + 16), acc2);
+        acc3 = _mm256_fmadd_ps(x2_load_f16x8(a + 2 * i + 48), _mm256_loadu_ps(b + i + 24), acc3);
+    }
+    for (; i + 8 <= n; i += 8)
+        acc0 = _mm256_fmadd_ps(x2_load_f16x8(a + 2 * i), _mm256_loadu_ps(b + i), acc0);
+    float r = x2_hsum(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3)));
+    for (; i < n; i++)
+        r += x2_f16(a + 2 * i) * b[i];
+    *s = r;
+}
+
+AVX2 static inline __m256 x2_load_bf16x8(const uint8_t *p) {
+    const __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+}
+
+AVX2 static void x2_dot_bf16(int64_t n, float *s, const void *w, const void *x) {
+    const uint8_t *a = w;
+    const float   *b = x;
+    __m256         acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int64_t        i = 0;
+    for (; i + 16 <= n; i += 16) {
+        acc0 = _mm256_fmadd_ps(x2_load_bf16x8(a + 2 * i), _mm256_loadu_ps(b + i), acc0);
+        acc1 = _mm256_fmadd_ps(x2_load_bf16x8(a + 2 * i + 16), _mm256_loadu_ps(b + i + 8), acc1);
+    }
+    for (; i + 8 <= n; i += 8)
+        acc0 = _mm256_fmadd_ps(x2_load_bf16x8(a + 2 * i), _mm256_loadu_ps(b + i), acc0);
+    float r = x2_hsum(_mm256_add_ps(acc0, acc1));
+    for (; i < n; i++) {
+        uint16_t h;
+        memcpy(&h, a + 2 * i, 2);
+        uint32_t u = (uint32_t)h << 16;
+        float    f;
+        memcpy(&f, &u, 4);
+        r += f * b[i];
+    }
+    *s = r;
+}
+
+/* ---- 32-element formats ------------------------------------------------------------ */
+
+AVX2 static void x2_dot_q4_0(int64_t n, float *s, const void *w, const void *x) {
+    const uint8_t  *b = w;
+    const tm_q8_32 *y = x;
+    __m256          acc = _mm256_setzero_ps();
+    const __m256i   off = _mm256_set1_epi8(8);
+    for (int64_t i = 0; i < n / TM_QK32; i++, b += 18) {
+        const __m256i q = _mm256_sub_epi8(x2_nibbles(b + 2), off);
+        const __m256i p = x2_dot_i8(q, _mm256_loadu_si256((const __m256i *)y[i].q));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(x2_f16(b) * y[i].d), _mm256_cvtepi32_ps(p), acc);
+    }
+    *s = x2_hsum(acc);
+}
+
+AVX2 static void x2_dot_q8_0(int64_t n, float *s, const void *w, const void *x) {
+    const uint8_t  *b = w;
+    const tm_q8_32 *y = x;
+    __m256          acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / TM_QK32; i++, b += 34) {
+        const __m256i q = _mm256_loadu_si256((const __m256i *)(b + 2));
+        const __m256i p = x2_dot_i8(q, _mm256_loadu_si256((const __m256i *)y[i].q));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(x2_f16(b) * y[i].d), _mm256_cvtepi32_ps(p), acc);
+    }
+    *s = x2_hsum(acc);
+}
+
+AVX2 static void x2_dot_q5_0(int64_t n, float *s, const void *w, const void *x) {
+    const uint8_t  *b = w;
+    const tm_q8_32 *y = x;
+    __m256          acc = _mm256_setzero_ps();
+    const __m256i   b16 = _mm256_set1_epi8(16);
+    for (int64_t i = 0; i < n / TM_QK32; i++, b += 22) {
+        /* code - 16 = nibble - (fifth bit clear ? 16 : 0) */
+        const __m256i hi = _mm256_andnot_si256(x2_bits_to_bytes(b + 2), b16);
+        const __m256i q = _mm256_sub_epi8(x2_nibbles(b + 6), hi);
+        const __m256i p = x2_dot_i8(q, _mm256_loadu_si256((const __m256i *)y[i].q));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(x2_f16(b) * y[i].d), _mm256_cvtepi32_ps(p), acc);
+    }
+    *s = x2_hsum(acc);
+}
+
+/* Q4_1 / Q5_1: unsigned codes times signed activations, plus m * x_s per block. */
+AVX2 static void x2_dot_q4_1(int64_t n, float *s, const void *w, const void *x) {
+    const uint8_t  *b = w;
+    const tm_q8_32 *y = x;
+    __m256          acc = _mm256_setzero_ps();
+    float           summ = 0.0f;
+    for (int64_t i = 0; i < n / TM_QK32; i++, b += 20) {
+        const __m256i p = x2_dot_u8s(x2_nibbles(b + 4), y[i].q, 1, 1);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(x2_f16(b) * y[i].d), _mm256_cvtepi32_ps(p), acc);
+        summ += x2_f16(b + 2) * y[i].s;
+    }
+    *s = x2_hsum(acc) + summ;
+}
+
+AVX2 static void x2_dot_q5_1(int64_t n, float *s, const void *w, const void *x) {
+    const uint8_t  *b = w;
+    const tm_q8_32 *y = x;
+    __m256          acc = _mm256_setzero_ps();
+    float           summ = 0.0f;
+    const __m256i   b16 = _mm256_set1_epi8(16);
+    for (int64_t i = 0; i < n / TM_QK32; i++, b += 24) {
+        const __m256i hi = _mm256_and_si256(x2_bits_to_bytes(b + 4), b16);
+        const __m256i q = _mm256_or_si256(x2_nibbles(b + 8), hi);
+        const __m256i p = x2_dot_u8s(q, y[i].q, 1, 1);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(x2_f16(b) * y[i].d), _mm256_cvtepi32_ps(p), acc);
+        summ += x2_f16(b + 2) * y[i].s;
+    }
+    *s = x2_hsum(acc) + summ;
+}
+
+/* ---- K formats: per super-block int32 isum / imin as in quant_dot_ref.c ----------- */
+
+static inline int x2_q3_scale(const uint8_t *sc, int g) {
+    int lo = (sc[g % 8] >> (4 * (g / 8))) & 0x0F;
+    int hi = (sc[8 + g % 4] >> (2 * (g / 4))) & 3;
+    return (lo | (hi << 4)) - 32;
+}
+
+static inline void x2_k4_scales(const uint8_t *q, int sc[8], int m[8]) {
+    for (int j = 0; j < 4; j++) {
+        sc[j] = q[j] & 63;
+        m[j] = q[j + 4] & 63;
+        sc[j + 4] = (q[j + 8] & 0x0F) | ((q[j] >> 6) << 4);
+        m[j + 4] = (q[j + 8] >> 4) | ((q[j + 4] >> 6) << 4);
+    }
+}
+
+AVX2 static void x2_dot_q2_k(int64_t n, float *s, const void *w, const void *x) {
+    const uint8_t *b = w;
+    const tm_q8_k *y = x;
+    float          sum = 0.0f;
+    const __m256i  m3 = _mm256_set1_epi8(3);
+    for (int64_t i = 0; i < n / TM_QKK; i++, b += 84) {
+        __m256i acc = _mm256_setzero_si256();
+        int32_t imin = 0;
+        for (int g = 0; g < 16; g++)
+            imin += (b[g] >> 4) * y[i].bsums[g];
+        for (int j = 0; j < 2; j++) {
+            const __m256i qs = _mm256_loadu_si256((const __m256i *)(b + 16 + 32 * j));
+            for (int h = 0; h < 4; h++) {
+                const __m256i u = _mm256_and_si256(_mm256_srli_epi16(qs, 2 * h), m3);
+                const int     g = 8 * j + 2 * h;
+                acc = _mm256_add_epi32(acc, x2_dot_u8s(u, y[i].q + 128 * j + 32 * h, b[g] & 0x0F,
+                                                       b[g + 1] & 0x0F));
+            }
+        }
+        const int32_t isum = x2_hsum_i32(acc);
+        sum += x2_f16(b + 80) * y[i].d * (float)isum - x2_f16(b + 82) * y[i].d * (float)imin;
+    }
+    *s = sum;
+}
+
+AVX2 static void x2_dot_q3_k(int64_t n, float *s, const void *w, const void *x) {
+    const uint8_t *b = w;
+    const tm_q8_k *y = x;
+    float          sum = 0.0f;
+    const __m256i  m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
+    for (int64_t i = 0; i < n / TM_QKK; i++, b += 110) {
+        int sc[16];
+        for (int g = 0; g < 16; g++)
+            sc[g] = x2_q3_scale(b + 96, g);
+        int32_t imin = 0;
+        for (int g = 0; g < 16; g++)
+            imin += 4 * sc[g] * y[i].bsums[g];
+        const __m256i hm = _mm256_loadu_si256((const __m256i *)b);
+        __m256i       acc = _mm256_setzero_si256();
+        for (int j = 0; j < 2; j++) {
+            const __m256i qs = _mm256_loadu_si256((const __m256i *)(b + 32 + 32 * j));
+            for (int h = 0; h < 4; h++) {
+                const __m256i lo = _mm256_and_si256(_mm256_srli_epi16(qs, 2 * h), m3);
+                const __m256i hb = _mm256_and_si256(_mm256_srli_epi16(hm, 4 * j + h), one);
+                const __m256i u = _mm256_or_si256(lo, _mm256_slli_epi16(hb, 2));
+                const int     g = 8 * j + 2 * h;
+                acc = _mm256_add_epi32(acc,
+                                       x2_dot_u8s(u, y[i].q + 128 * j + 32 * h, sc[g], sc[g + 1]));
+            }
+        }
+        sum += x2_f16(b + 108) * y[i].d * (float)(x2_hsum_i32(acc) - imin);
+    }
+    *s = sum;
+}
+
+AVX2 static void x2_dot_q4_k(int64_t n, float *s, const void *w, const void *x) {
+    const uint8_t *b = w;
+    const tm_q8_k *y = x;
+    float          sum = 0.0f;
+    const __m256i  m4 = _mm256_set1_epi8(0x0F);
+    for (int64_t i = 0; i < n / TM_QKK; i++, b += 144) {
+        int sc[8], m[8];
+        x2_k4_scales(b + 4, sc, m);
+        int32_t imin = 0;
+        for (int j = 0; j < 8; j++)
+            imin += m[j] * (y[i].bsums[2 * j] + y[i].bsums[2 * j + 1]);
+        __m256i acc = _mm256_setzero_si256();
+        for (int j = 0; j < 4; j++) {
+            const __m256i qs = _mm256_loadu_si256((const __m256i *)(b + 16 + 32 * j));
+            const __m256i lo = _mm256_and_si256(qs, m4);
+            const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(qs, 4), m4);
+            acc = _mm256_add_epi32(acc, x2_dot_u8s(lo, y[i].q + 64 * j, sc[2 * j], sc[2 * j]));
+            acc = _mm256_add_epi32(
+                acc, x2_dot_u8s(hi, y[i].q + 64 * j + 32, sc[2 * j + 1], sc[2 * j + 1]));
+        }
+        const int32_t isum = x2_hsum_i32(acc);
+        sum += x2_f16(b) * y[i].d * (float)isum - x2_f16(b + 2) * y[i].d * (float)imin;
+    }
+    *s = sum;
+}
+
+AVX2 static void x2_dot_q5_k(int64_t n, float *s, const void *w, const void *x) {
+    const uint8_t *b = w;
+    const tm_q8_k *y = x;
+    float          sum = 0.0f;
+    const __m256i  m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
+    for (int64_t i = 0; i < n / TM_QKK; i++, b += 176) {
+        int sc[8], m[8];
+        x2_k4_scales(b + 4, sc, m);
+        int32_t imin = 0;
+        for (int j = 0; j < 8; j++)
+            imin += m[j] * (y[i].bsums[2 * j] + y[i].bsums[2 * j + 1]);
+        const __m256i qh = _mm256_loadu_si256((const __m256i *)(b + 16));
+        __m256i       acc = _mm256_setzero_si256();
+        for (int j = 0; j < 4; j++) {
+            const __m256i qs = _mm256_loadu_si256((const __m256i *)(b + 48 + 32 * j));
+            const __m256i h0 = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * j), one);
+            const __m256i h1 = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * j + 1), one);
+            const __m256i lo = _mm256_or_si256(_mm256_and_si256(qs, m4), _mm256_slli_epi16(h0, 4));
+            const __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qs, 4), m4),
+                                               _mm256_slli_epi16(h1, 4));
+            acc = _mm256_add_epi32(acc, x2_dot_u8s(lo, y[i].q + 64 * j, sc[2 * j], sc[2 * j]));
+            acc = _mm256_add_epi32(
+                acc, x2_dot_u8s(hi, y[i].q + 64 * j + 32, sc[2 * j + 1], sc[2 * j + 1]));
+        }
+        const int32_t isum = x2_hsum_i32(acc);
+        sum += x2_f16(b) * y[i].d * (float)isum - x2_f16(b + 2) * y[i].d * (float)imin;
+    }
+    *s = sum;
+}
+
+AVX2 static void x2_dot_q6_k(int64_t n, float *s, const void *w, const void *x) {
+    const uint8_t *b = w;
+    const tm_q8_k *y = x;
+    float          sum = 0.0f;
+    const __m256i  m4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(3);
+    for (int64_t i = 0; i < n / TM_QKK; i++, b += 210) {
+        const int8_t *sc = (const int8_t *)(b + 192);
+        int32_t       imin = 0;
+        for (int g = 0; g < 16; g++)
+            imin += 32 * sc[g] * y[i].bsums[g];
+        __m256i acc = _mm256_setzero_si256();
+        for (int j = 0; j < 2; j++) {
+            const __m256i ql0 = _mm256_loadu_si256((const __m256i *)(b + 64 * j));
+            const __m256i ql1 = _mm256_loadu_si256((const __m256i *)(b + 64 * j + 32));
+            const __m256i qh = _mm256_loadu_si256((const __m256i *)(b + 128 + 32 * j));
+            const __m256i lo[4] = {_mm256_and_si256(ql0, m4), _mm256_and_si256(ql1, m4),
+                                   _mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
+                                   _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4)};
+            for (int h = 0; h < 4; h++) {
+                const __m256i hb = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * h), m3);
+                const __m256i u = _mm256_or_si256(lo[h], _mm256_slli_epi16(hb, 4));
+                const int     g = 8 * j + 2 * h;
+                acc = _mm256_add_epi32(acc,
+                                       x2_dot_u8s(u, y[i].q + 128 * j + 32 * h, sc[g], sc[g + 1]));
+            }
+        }
+        sum += x2_f16(b + 208) * y[i].d * (float)(x2_hsum_i32(acc) - imin);
+    }
+    *s = sum;
+}
+
+tm_cpu_vec_dot tm__cpu_dot_avx2(tm_dtype t) {
+    switch (t) {
+    case TM_DTYPE_F32: return x2_dot_f32;
+    case TM_DTYPE_F16: return x2_dot_f16;
+    case TM_DTYPE_BF16: return x2_dot_bf16;
+    case TM_DTYPE_Q4_0: return x2_dot_q4_0;
+    case TM_DTYPE_Q4_1: return x2_dot_q4_1;
+    case TM_DTYPE_Q5_0: return x2_dot_q5_0;
+    case TM_DTYPE_Q5_1: return x2_dot_q5_1;
+    case TM_DTYPE_Q8_0: return x2_dot_q8_0;
+    case TM_DTYPE_Q2_K: return x2_dot_q2_k;
+    case TM_DTYPE_Q3_K: return x2_dot_q3_k;
+    case TM_DTYPE_Q4_K: return x2_dot_q4_k;
+    case TM_DTYPE_Q5_K: return x2_dot_q5_k;
+    case TM_DTYPE_Q6_K: return x2_dot_q6_k;
+    default: return NULL;
+    }
+}
+
+#else /* not x86 */
+
+tm_cpu_vec_dot tm__cpu_dot_avx2(tm_dtype t) {
+    (void)t;
+    return NULL;
+}
+
+#endif

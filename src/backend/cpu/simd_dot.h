@@ -1,0 +1,90 @@
+/*
+ * simd_dot.h - private interface of the CPU dot-product kernels used by mul_mat:
+ * 8-bit activation blocks, one dot per weight dtype and instruction set, and the
+ * run-time choice between them.
+ *
+ * DESIGN
+ * - Activations are quantized once per mul_mat column to the "vec" type the
+ *   weight dtype pairs with (ARCHITECTURE decision 3, as ggml's vec_dot_type):
+ *   tm_q8_32 for the 32-element formats (Q4_0 .. Q8_0), tm_q8_k (with 16-element
+ *   block sums) for the K formats, and plain f32 for F32 / F16 / BF16 weights.
+ * - Every dtype has a plain C reference dot (quant_dot_ref.c). The SIMD variants
+ *   (quant_dot_avx2.c, ...) compute the same integer sums per block and combine
+ *   them with the same float scales; only the order of the float accumulation
+ *   across blocks differs, so with integer-valued scales both give the same bits
+ *   (tests/unit/test_quant_dot.c).
+ * - The instruction set is chosen at run time from tm_cpu_features_get(); the
+ *   environment variable TM_CPU_REF=1 (or tm__cpu_set_isa) forces the reference.
+ *   SIMD files compile per function with __attribute__((target(...))), so the
+ *   library needs no global -march.
+ *
+ * Threads: pure functions; the ISA choice is a relaxed atomic, set by tests only.
+ */
+#ifndef TM_SIMD_DOT_H
+#define TM_SIMD_DOT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "tm/tm_dtype.h"
+
+#define TM_QK32 32 /* elements per block of Q4_0 .. Q8_0 and of tm_q8_32 */
+#define TM_QKK 256 /* elements per super-block of the K formats and of tm_q8_k */
+
+/* 32 activations: x ~ d * q, q in [-127, 127]; s = d * sum(q) (for Q4_1 / Q5_1). */
+typedef struct tm_q8_32 {
+    float  d;
+    float  s;
+    int8_t q[TM_QK32];
+} tm_q8_32;
+
+/* 256 activations: x ~ d * q; bsums[g] = sum of q[16g .. 16g+15] (K-format mins). */
+typedef struct tm_q8_k {
+    float   d;
+    int16_t bsums[TM_QKK / 16];
+    int8_t  q[TM_QKK];
+} tm_q8_k;
+
+typedef enum tm_cpu_vec_kind {
+    TM_CPU_VEC_NONE = 0, /* no dot for this dtype: mul_mat dequantizes (reference path) */
+    TM_CPU_VEC_F32,      /* activations stay f32 */
+    TM_CPU_VEC_Q8_32,
+    TM_CPU_VEC_Q8_K,
+} tm_cpu_vec_kind;
+
+typedef enum tm_cpu_isa {
+    TM_CPU_ISA_REF = 0,    /* plain C */
+    TM_CPU_ISA_AVX2 = 1,   /* AVX2 + FMA + F16C */
+    TM_CPU_ISA_AVX512 = 2, /* AVX-512 F/BW/VL + VNNI */
+    TM_CPU_ISA_COUNT
+} tm_cpu_isa;
+
+/* *s = dot(weight row w of n elements, activation row x of the dtype's vec kind). */
+typedef void (*tm_cpu_vec_dot)(int64_t n, float *s, const void *w, const void *x);
+
+/* Activation kind a weight dtype pairs with; NONE when no dot exists. */
+tm_cpu_vec_kind tm__cpu_vec_kind(tm_dtype t);
+
+/* Bytes of one quantized activation row of n elements (n a multiple of the block). */
+size_t tm__cpu_vec_row_bytes(tm_cpu_vec_kind k, int64_t n);
+
+/* Quantizes n floats (a multiple of the block) to tm_q8_32 / tm_q8_k blocks. */
+void tm__cpu_quantize_q8_32(const float *x, tm_q8_32 *out, int64_t n);
+void tm__cpu_quantize_q8_k(const float *x, tm_q8_k *out, int64_t n);
+
+/* The dot of one ISA; NULL when that ISA has no variant for t (or was not built). */
+tm_cpu_vec_dot tm__cpu_dot_ref(tm_dtype t);
+tm_cpu_vec_dot tm__cpu_dot_avx2(tm_dtype t);
+tm_cpu_vec_dot tm__cpu_dot_avx512(tm_dtype t);
+
+/* Best dot available at or below isa (falls back to AVX2, then the reference). */
+tm_cpu_vec_dot tm__cpu_dot_get(tm_dtype t, tm_cpu_isa isa);
+
+/* The ISA mul_mat uses: the best the CPU supports, or REF under TM_CPU_REF=1,
+ * or what tm__cpu_set_isa() last chose (tests, benchmarks). */
+tm_cpu_isa  tm__cpu_isa(void);
+void        tm__cpu_set_isa(tm_cpu_isa isa); /* clamped to what the CPU supports */
+tm_cpu_isa  tm__cpu_isa_supported(void);
+const char *tm__cpu_isa_name(tm_cpu_isa isa);
+
+#endif /* TM_SIMD_DOT_H */

@@ -1,0 +1,358 @@
+/*
+ * test_quant_dot.c - the CPU dot kernels of mul_mat (src/backend/cpu/quant_dot_*.c):
+ * every SIMD dot against the plain C reference dot, the reference against the
+ * f32 dot of the dequantized row, and mul_mat's tiled dot path (odd shapes,
+ * thread counts) against both.
+ *
+ * Tolerances (stated, not tuned):
+ * - SIMD vs reference, integer-valued scales (f16 scales = 1, activation scale
+ *   1, sums below 2^24): every float operation is exact, so equal bits.
+ * - SIMD vs reference, real data: only the float accumulation order across
+ *   blocks differs: |a - b| <= 1e-5 * sum |w_i x_i| + 1e-6.
+ * - reference (8-bit activations) vs f32 dequantized dot: rounding each
+ *   activation to its block's step d = amax / 127 moves it by at most d / 2, so
+ *   |err| <= sum |w_i| * d_block(i) / 2 (x 1.001, + 1e-5 * sum |w_i x_i| for
+ *   float rounding). Float weights: 1e-5 * sum |w_i x_i|.
+ */
+#include "harness.h"
+#include "../../src/backend/cpu/cpu_int.h"
+#include "../../src/backend/cpu/simd_dot.h"
+#include "tm/tm_graph.h"
+
+static const tm_dtype qd_types[] = {
+    TM_DTYPE_F32,  TM_DTYPE_F16,  TM_DTYPE_BF16, TM_DTYPE_Q4_0, TM_DTYPE_Q4_1,
+    TM_DTYPE_Q5_0, TM_DTYPE_Q5_1, TM_DTYPE_Q8_0, TM_DTYPE_Q2_K, TM_DTYPE_Q3_K,
+    TM_DTYPE_Q4_K, TM_DTYPE_Q5_K, TM_DTYPE_Q6_K,
+};
+#define QD_N_TYPES ((int)(sizeof qd_types / sizeof qd_types[0]))
+
+static uint32_t qd_next(uint32_t *s) {
+    *s ^= *s << 13;
+    *s ^= *s >> 17;
+    *s ^= *s << 5;
+    return *s;
+}
+
+static float qd_frand(uint32_t *s) { return (float)(qd_next(s) >> 8) / 8388608.0f - 1.0f; }
+
+/* Weights with a spread of magnitudes per block, as trained weights have. */
+static void qd_fill(float *x, int64_t n, uint32_t seed) {
+    for (int64_t i = 0; i < n; i++)
+        x[i] = qd_frand(&seed) * (1.0f + 3.0f * (float)((i / 16) % 3));
+}
+
+/* Quantizes x as the dtype's activation kind into buf; returns buf. */
+static void *qd_vec(tm_dtype t, const float *x, int64_t n, void *buf) {
+    tm_cpu_vec_kind k = tm__cpu_vec_kind(t);
+    if (k == TM_CPU_VEC_Q8_32)
+        tm__cpu_quantize_q8_32(x, buf, n);
+    else if (k == TM_CPU_VEC_Q8_K)
+        tm__cpu_quantize_q8_k(x, buf, n);
+    else
+        memcpy(buf, x, (size_t)n * sizeof(float));
+    return buf;
+}
+
+/* Step of the activation block that element i falls in. */
+static double qd_step(tm_dtype t, const void *xv, int64_t i) {
+    tm_cpu_vec_kind k = tm__cpu_vec_kind(t);
+    if (k == TM_CPU_VEC_Q8_32)
+        return ((const tm_q8_32 *)xv)[i / TM_QK32].d;
+    if (k == TM_CPU_VEC_Q8_K)
+        return ((const tm_q8_k *)xv)[i / TM_QKK].d;
+    return 0.0;
+}
+
+TEST(isa_is_chosen) {
+    tm_cpu_isa isa = tm__cpu_isa();
+    printf("  dot ISA: %s (supported: %s)\n", tm__cpu_isa_name(isa),
+           tm__cpu_isa_name(tm__cpu_isa_supported()));
+    EXPECT_TRUE(isa <= tm__cpu_isa_supported());
+    for (int i = 0; i < QD_N_TYPES; i++) {
+        EXPECT_TRUE(tm__cpu_dot_ref(qd_types[i]) != NULL);
+        EXPECT_TRUE(tm__cpu_vec_kind(qd_types[i]) != TM_CPU_VEC_NONE);
+    }
+    EXPECT_TRUE(tm__cpu_vec_kind(TM_DTYPE_IQ2_XXS) == TM_CPU_VEC_NONE);
+}
+
+/* Reference dot of real-valued rows against the f32 dot of the dequantized row. */
+TEST(ref_dot_vs_dequantized) {
+    const int64_t n = 1024;
+    float        *w = malloc(sizeof(float) * n), *wd = malloc(sizeof(float) * n);
+    float        *x = malloc(sizeof(float) * n);
+    void         *wq = malloc(4 * (size_t)n), *xv = malloc(4 * (size_t)n + 1024);
+    for (int ti = 0; ti < QD_N_TYPES; ti++) {
+        const tm_dtype t = qd_types[ti];
+        for (uint32_t seed = 1; seed <= 3; seed++) {
+            qd_fill(w, n, seed * 77);
+            qd_fill(x, n, seed * 1234567);
+            ASSERT_OK(tm_quantize_row(t, w, wq, n));
+            ASSERT_OK(tm_dequantize_row(t, wq, wd, n));
+            qd_vec(t, x, n, xv);
+            double exact = 0, mag = 0, bound = 0;
+            for (int64_t i = 0; i < n; i++) {
+                exact += (double)wd[i] * x[i];
+                mag += fabs((double)wd[i] * x[i]);
+                bound += fabs((double)wd[i]) * qd_step(t, xv, i) / 2;
+            }
+            const double tol = bound * 1.001 + 1e-5 * mag + 1e-6;
+            float        got;
+            tm__cpu_dot_ref(t)(n, &got, wq, xv);
+            if (!(fabs(got - exact) <= tol))
+                TM__FAIL_AT("%s seed %u: ref %.9g vs f32 %.9g (tol %.3g)", tm_dtype_name(t), seed,
+                            got, exact, tol);
+        }
+    }
+    free(w);
+    free(wd);
+    free(x);
+    free(wq);
+    free(xv);
+}
+
+/* Every ISA's dot against the reference on realistic rows. */
+TEST(simd_dot_vs_ref_real) {
+    const int64_t n = 2048;
+    float        *w = malloc(sizeof(float) * n), *x = malloc(sizeof(float) * n);
+    float        *wd = malloc(sizeof(float) * n);
+    void         *wq = malloc(4 * (size_t)n), *xv = malloc(4 * (size_t)n + 1024);
+    int           n_checked = 0;
+    for (int isa = TM_CPU_ISA_AVX2; isa <= (int)tm__cpu_isa_supported(); isa++)
+        for (int ti = 0; ti < QD_N_TYPES; ti++) {
+            const tm_dtype t = qd_types[ti];
+            tm_cpu_vec_dot f = isa == TM_CPU_ISA_AVX2 ? tm__cpu_dot_avx2(t) : tm__cpu_dot_avx512(t);
+            if (f == NULL)
+                continue;
+            qd_fill(w, n, 99u + (uint32_t)ti);
+            qd_fill(x, n, 4242u + (uint32_t)ti);
+            ASSERT_OK(tm_quantize_row(t, w, wq, n));
+            ASSERT_OK(tm_dequantize_row(t, wq, wd, n));
+            qd_vec(t, x, n, xv);
+            double mag = 0;
+            for (int64_t i = 0; i < n; i++)
+                mag += fabs((double)wd[i] * x[i]);
+            /* also odd lengths for the float types (tails) */
+            const int64_t lens[2] = {n, tm__cpu_vec_kind(t) == TM_CPU_VEC_F32 ? n - 13 : n};
+            for (int li = 0; li < 2; li++) {
+                float a, b;
+                f(lens[li], &a, wq, xv);
+                tm__cpu_dot_ref(t)(lens[li], &b, wq, xv);
+                if (!(fabs(a - b) <= 1e-5 * mag + 1e-6))
+                    TM__FAIL_AT("%s %s n=%lld: %.9g vs ref %.9g", tm__cpu_isa_name((tm_cpu_isa)isa),
+                                tm_dtype_name(t), (long long)lens[li], a, b);
+            }
+            n_checked++;
+        }
+    printf("  %d SIMD dots checked\n", n_checked);
+    free(w);
+    free(x);
+    free(wd);
+    free(wq);
+    free(xv);
+}
+
+/* Offsets of the f16 scale fields to set to 1.0 per block (-1 ends). */
+static const int *qd_scale_fields(tm_dtype t) {
+    static const int q4_0[] = {0, -1}, q4_1[] = {0, 2, -1}, q5_0[] = {0, -1}, q5_1[] = {0, 2, -1},
+                     q8_0[] = {0, -1}, q2_k[] = {80, 82, -1}, q3_k[] = {108, -1},
+                     q4_k[] = {0, 2, -1}, q5_k[] = {0, 2, -1}, q6_k[] = {208, -1};
+    switch (t) {
+    case TM_DTYPE_Q4_0: return q4_0;
+    case TM_DTYPE_Q4_1: return q4_1;
+    case TM_DTYPE_Q5_0: return q5_0;
+    case TM_DTYPE_Q5_1: return q5_1;
+    case TM_DTYPE_Q8_0: return q8_0;
+    case TM_DTYPE_Q2_K: return q2_k;
+    case TM_DTYPE_Q3_K: return q3_k;
+    case TM_DTYPE_Q4_K: return q4_k;
+    case TM_DTYPE_Q5_K: return q5_k;
+    case TM_DTYPE_Q6_K: return q6_k;
+    default: return NULL;
+    }
+}
+
+/* Random block bytes with f16 scales 1.0 and activations with d = 1: every
+ * product and sum is an integer below 2^24, so SIMD and reference agree bit
+ * for bit whatever the summation order. (A single K super-block may exceed 2^24
+ * but is one identical float expression on both sides.) */
+TEST(simd_dot_exact_integer) {
+    uint8_t *wq = malloc(8192);
+    void    *xv = malloc(8192);
+    int      n_checked = 0;
+    for (int isa = TM_CPU_ISA_AVX2; isa <= (int)tm__cpu_isa_supported(); isa++)
+        for (int ti = 0; ti < QD_N_TYPES; ti++) {
+            const tm_dtype t = qd_types[ti];
+            const int     *fields = qd_scale_fields(t);
+            tm_cpu_vec_dot f = isa == TM_CPU_ISA_AVX2 ? tm__cpu_dot_avx2(t) : tm__cpu_dot_avx512(t);
+            if (f == NULL || fields == NULL)
+                continue;
+            const tm_dtype_traits *tr = tm_dtype_get_traits(t);
+            const bool             kq = tm__cpu_vec_kind(t) == TM_CPU_VEC_Q8_K;
+            /* one super-block with full-range activations; four with small ones */
+            for (int rep = 0; rep < 2; rep++) {
+                const int64_t n = rep == 0 ? 256 : 1024;
+                const int     xr = rep == 0 ? 127 : 3;
+                uint32_t      seed = 0x9e3779b9u + (uint32_t)(ti * 7 + rep);
+                const int64_t nb = n / tr->blck_size;
+                for (int64_t i = 0; i < nb * tr->type_size; i++)
+                    wq[i] = (uint8_t)qd_next(&seed);
+                for (int64_t b = 0; b < nb; b++)
+                    for (const int *fo = fields; *fo >= 0; fo++) {
+                        wq[b * tr->type_size + *fo] = 0x00; /* f16 1.0 = 0x3C00 */
+                        wq[b * tr->type_size + *fo + 1] = 0x3C;
+                    }
+                if (kq) {
+                    tm_q8_k *y = xv;
+                    for (int64_t b = 0; b < n / TM_QKK; b++) {
+                        y[b].d = 1.0f;
+                        for (int g = 0; g < 16; g++) {
+                            int s = 0;
+                            for (int l = 0; l < 16; l++) {
+                                int v = (int)(qd_next(&seed) % (uint32_t)(2 * xr + 1)) - xr;
+                                y[b].q[16 * g + l] = (int8_t)v;
+                                s += v;
+                            }
+                            y[b].bsums[g] = (int16_t)s;
+                        }
+                    }
+                } else {
+                    tm_q8_32 *y = xv;
+                    for (int64_t b = 0; b < n / TM_QK32; b++) {
+                        int s = 0;
+                        for (int l = 0; l < TM_QK32; l++) {
+                            int v = (int)(qd_next(&seed) % (uint32_t)(2 * xr + 1)) - xr;
+                            y[b].q[l] = (int8_t)v;
+                            s += v;
+                        }
+                        y[b].d = 1.0f;
+                        y[b].s = (float)s;
+                    }
+                }
+                float a, r;
+                f(n, &a, wq, xv);
+                tm__cpu_dot_ref(t)(n, &r, wq, xv);
+                if (a != r)
+                    TM__FAIL_AT("%s %s n=%lld: %.9g != ref %.9g", tm__cpu_isa_name((tm_cpu_isa)isa),
+                                tm_dtype_name(t), (long long)n, a, r);
+                if ((rep == 1 || !kq) && !(fabsf(r) < 16777216.0f))
+                    TM__FAIL_AT("%s: test sum %g leaves the exact range", tm_dtype_name(t), r);
+                n_checked++;
+            }
+        }
+    printf("  %d exact cases checked\n", n_checked);
+    free(wq);
+    free(xv);
+}
+
+/* ---- mul_mat through the pool: tiling, odd shapes, thread counts ---------------- */
+
+static float *qd_mul_mat(tm_dtype t, const void *wq, const float *x, int K, int N, int T,
+                         int n_threads) {
+    tm_graph *g = NULL;
+    if (tm_graph_init(16, &g) != TM_OK)
+        return NULL;
+    tm_tensor *tw = tm_graph_leaf(g, t, 2, (int64_t[]){K, N}, (void *)wq);
+    tm_tensor *tx = tm_graph_leaf(g, TM_DTYPE_F32, 2, (int64_t[]){K, T}, (void *)x);
+    tm_tensor *y = tm_mul_mat(g, tw, tx);
+    tm_graph_set_output(y);
+    size_t need = tm_graph_plan(g);
+    void  *buf = malloc(need + 64);
+    float *out = malloc(sizeof(float) * (size_t)N * (size_t)T);
+    EXPECT_OK(tm_graph_place(g, buf, need));
+    tm_cpu_pool *p = NULL;
+    EXPECT_OK(tm__cpu_pool_init(n_threads, tm__cpu_graph_scratch_bytes(g) + 64, &p));
+    tm__cpu_graph_compute(p, g);
+    tm__cpu_pool_free(p);
+    memcpy(out, y->data, sizeof(float) * (size_t)N * (size_t)T);
+    free(buf);
+    tm_graph_free(g);
+    return out;
+}
+
+static void qd_check_mul_mat(tm_dtype t, int K, int N, int T) {
+    size_t rb;
+    ASSERT_OK(tm_dtype_row_bytes(t, K, &rb));
+    float   *w = malloc(sizeof(float) * (size_t)K * (size_t)N);
+    float   *x = malloc(sizeof(float) * (size_t)K * (size_t)T);
+    uint8_t *wq = malloc(rb * (size_t)N);
+    void    *xv = malloc(4 * (size_t)K + 1024);
+    qd_fill(w, (int64_t)K * N, 5);
+    qd_fill(x, (int64_t)K * T, 6);
+    for (int n = 0; n < N; n++)
+        ASSERT_OK(tm_quantize_row(t, w + (size_t)n * K, wq + (size_t)n * rb, K));
+    float *y1 = qd_mul_mat(t, wq, x, K, N, T, 1);
+    float *y2 = qd_mul_mat(t, wq, x, K, N, T, 2);
+    ASSERT_TRUE(y1 != NULL && y2 != NULL);
+    if (memcmp(y1, y2, sizeof(float) * (size_t)N * (size_t)T) != 0)
+        TM__FAIL_AT("%s K=%d N=%d T=%d: 1 and 2 threads differ", tm_dtype_name(t), K, N, T);
+    /* each output equals the chosen dot on the same activations, bit for bit */
+    tm_cpu_vec_dot dot = tm__cpu_dot_get(t, tm__cpu_isa());
+    for (int tt = 0; tt < T; tt++) {
+        qd_vec(t, x + (size_t)tt * K, K, xv);
+        for (int n = 0; n < N; n++) {
+            float r;
+            dot(K, &r, wq + (size_t)n * rb, xv);
+            if (r != y1[(size_t)tt * N + n]) {
+                TM__FAIL_AT("%s K=%d N=%d T=%d: y[%d][%d] %.9g != dot %.9g", tm_dtype_name(t), K,
+                            N, T, tt, n, y1[(size_t)tt * N + n], r);
+                tt = T;
+                break;
+            }
+        }
+    }
+    free(y1);
+    free(y2);
+    free(w);
+    free(x);
+    free(wq);
+    free(xv);
+}
+
+TEST(mul_mat_tiles_odd_shapes_threads) {
+    tm__cpu_set_use_ref(false);
+    for (int ti = 0; ti < QD_N_TYPES; ti++) {
+        const tm_dtype t = qd_types[ti];
+        const int      K = tm__cpu_vec_kind(t) == TM_CPU_VEC_Q8_K ? 512 : 96;
+        qd_check_mul_mat(t, K, 7, 1);   /* decode, odd row count */
+        qd_check_mul_mat(t, K, 33, 3);  /* rows cross a tile */
+        qd_check_mul_mat(t, K, 19, 37); /* columns cross a tile */
+    }
+    qd_check_mul_mat(TM_DTYPE_F32, 37, 5, 2); /* K not a multiple of 8 */
+}
+
+/* The plain C reference ISA (TM_CPU_REF=1) runs the same graph to within the
+ * float-order tolerance of the SIMD one. */
+TEST(mul_mat_ref_isa_matches_simd) {
+    const tm_cpu_isa saved = tm__cpu_isa();
+    const int        K = 512, N = 21, T = 5;
+    for (int ti = 0; ti < QD_N_TYPES; ti++) {
+        const tm_dtype t = qd_types[ti];
+        size_t         rb;
+        ASSERT_OK(tm_dtype_row_bytes(t, K, &rb));
+        float   *w = malloc(sizeof(float) * K * N), *x = malloc(sizeof(float) * K * T);
+        uint8_t *wq = malloc(rb * N);
+        qd_fill(w, (int64_t)K * N, 11);
+        qd_fill(x, (int64_t)K * T, 12);
+        for (int n = 0; n < N; n++)
+            ASSERT_OK(tm_quantize_row(t, w + (size_t)n * K, wq + (size_t)n * rb, K));
+        tm__cpu_set_isa(TM_CPU_ISA_REF);
+        float *yr = qd_mul_mat(t, wq, x, K, N, T, 2);
+        tm__cpu_set_isa(saved);
+        float *ys = qd_mul_mat(t, wq, x, K, N, T, 2);
+        double worst = 0, mag = 0;
+        for (int i = 0; i < N * T; i++) {
+            worst = fmax(worst, fabs((double)yr[i] - ys[i]));
+            mag = fmax(mag, fabs((double)yr[i]));
+        }
+        if (!(worst <= 1e-5 * (mag + 1) * 8))
+            TM__FAIL_AT("%s: ref ISA vs %s differ by %g", tm_dtype_name(t),
+                        tm__cpu_isa_name(saved), worst);
+        free(yr);
+        free(ys);
+        free(w);
+        free(x);
+        free(wq);
+    }
+}
+
+TM_TEST_MAIN()
