@@ -13,6 +13,7 @@ int lctl_inspect(int argc, char **argv);
 int lctl_tokenize(int argc, char **argv);
 int lctl_detokenize(int argc, char **argv);
 int lctl_run(int argc, char **argv);
+int lctl_eval(int argc, char **argv);
 int lctl_devices(int argc, char **argv);
 int lctl_template(int argc, char **argv);
 

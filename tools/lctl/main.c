@@ -11,6 +11,7 @@ static const lctl_cmd lctl_cmds[] = {
      lctl_inspect},
     {"tokenize", "print the token ids of a text", lctl_tokenize},
     {"run", "generate a continuation of a prompt on the CPU (one-shot, no server)", lctl_run},
+    {"eval", "teacher-forced perplexity and top-1 ids over a text or token ids (CPU)", lctl_eval},
     {"detokenize", "print the text of token ids", lctl_detokenize},
     {"devices", "list the CPU and GPUs this build can use", lctl_devices},
     {"template", "render a conversation with a model's chat template", lctl_template},

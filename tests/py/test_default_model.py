@@ -1,0 +1,134 @@
+"""Accuracy of the real default models against transformers (docs/accuracy.md).
+
+The references in tests/golden/default_model/<name>.json were computed by
+scripts/ref_default_model.py: Hugging Face transformers running the same GGUF file
+(dequantized by transformers, float32, eager attention, CPU) over a fixed slice of
+war-and-peace.txt whose ids our tokenizer and HF's tokenizer agree on. Both sides are fed
+the same committed ids, so these tests compare the forward pass only.
+
+For each model:
+  - `lctl eval --ids-file` over the first N_POS + 1 ids: top-1 next-token agreement with
+    transformers' top-1 >= 99% and |ppl - ref| / ref <= 1%;
+  - the top-5 ids/logits at a few positions (diagnostics: close logits, same top-1);
+  - `lctl run --temp 0` on a fixed prompt reproduces transformers' greedy tokens (up to the
+    first step whose reference top-1/top-2 margin is below TIE, where either is right).
+
+No torch here. Skips loudly when the model file is absent (scripts/fetch_models.sh).
+TM_ACCURACY_POSITIONS overrides N_POS (at most the reference's n_pos).
+"""
+import json
+import os
+import pathlib
+
+import pytest
+
+from conftest import ROOT, run
+
+GOLDEN = ROOT / "tests" / "golden" / "default_model"
+NAMES = sorted(p.stem for p in GOLDEN.glob("*.json"))
+N_POS = int(os.environ.get("TM_ACCURACY_POSITIONS", "512"))
+MIN_AGREE = 0.99
+MAX_PPL_REL = 0.01
+TIE = 1e-3  # a greedy step whose reference top-1/top-2 logits differ by less is a tie
+# The float32 reference path matches to ~5e-5 (docs/accuracy.md); the bound leaves room for
+# the planned 8-bit-activation matmul path while still catching a wrong kernel.
+TOP5_LOGIT_TOL = 0.25
+
+
+def _ref(name):
+    return json.loads((GOLDEN / f"{name}.json").read_text())
+
+
+def _model_path(models_dir, ref):
+    p = models_dir / ref["model"]
+    if not p.exists():
+        pytest.skip(f"SKIPPED: model file {p} is absent (scripts/fetch_models.sh fetches it)")
+    return p
+
+
+@pytest.fixture(scope="module", params=NAMES)
+def evaluated(request, lctl, models_dir, tmp_path_factory):
+    """Runs `lctl eval` once per model; the tests below read its outputs."""
+    name = request.param
+    ref = _ref(name)
+    model = _model_path(models_dir, ref)
+    n_pos = min(N_POS, ref["n_pos"])
+    d = tmp_path_factory.mktemp(name)
+    ids_file = d / "ids.txt"
+    ids_file.write_text(" ".join(map(str, ref["ids"][: n_pos + 1])) + "\n")
+    r = run([lctl, "eval", model, "--ids-file", ids_file, "--top1-out", d / "top1.txt",
+             "--logits-out", d / "logits.tsv", "--top-k", 5])
+    assert r.returncode == 0, r.stderr.decode()
+    out = dict(line.split(": ", 1) for line in r.stdout.decode().splitlines() if ": " in line)
+    print(f"\n{name}: {r.stdout.decode().strip()} | {r.stderr.decode().strip()}")
+    rows = [line.split("\t") for line in (d / "logits.tsv").read_text().splitlines()]
+    top5 = {int(row[0]): [(int(a), float(b)) for a, b in (c.split(":") for c in row[4:])]
+            for row in rows}
+    return dict(name=name, ref=ref, model=model, n_pos=n_pos, out=out, top5=top5,
+                top1=[int(x) for x in (d / "top1.txt").read_text().split()])
+
+
+def test_top1_agreement(evaluated):
+    ref, n = evaluated["ref"], evaluated["n_pos"]
+    got, want = evaluated["top1"], ref["top1"][:n]
+    assert len(got) == n
+    diff = [i for i in range(n) if got[i] != want[i]]
+    agree = 1 - len(diff) / n
+    print(f"{evaluated['name']}: top-1 agreement {agree:.4f} over {n} positions; differ at "
+          f"{[(i, got[i], want[i], ref['margin'][i]) for i in diff]} (pos, ours, ref, ref margin)")
+    assert agree >= MIN_AGREE, f"top-1 agreement {agree:.4f} < {MIN_AGREE} (differ at {diff})"
+
+
+def test_perplexity(evaluated):
+    ref, n = evaluated["ref"], evaluated["n_pos"]
+    assert int(evaluated["out"]["positions"]) == n
+    ppl = float(evaluated["out"]["perplexity"])
+    if str(n) in ref["ppl"]:
+        want = ref["ppl"][str(n)]
+    else:  # a prefix the reference did not summarize: from its per-token log-probs
+        import math
+        want = math.exp(-sum(ref["logp"][:n]) / n)
+    rel = abs(ppl - want) / want
+    print(f"{evaluated['name']}: perplexity {ppl:.4f} vs transformers {want:.4f} "
+          f"(rel. diff {rel:.2e}) over {n} positions")
+    assert rel <= MAX_PPL_REL, f"perplexity {ppl} vs reference {want}: rel. diff {rel:.3%}"
+
+
+def test_top5_logits(evaluated):
+    ref = evaluated["ref"]
+    worst = 0.0
+    for t in ref["top5"]:
+        p = t["pos"]
+        if p >= evaluated["n_pos"]:
+            continue
+        got = evaluated["top5"][p]
+        got_map = dict(got)
+        if ref["margin"][p] >= TIE:
+            assert got[0][0] == t["ids"][0], f"pos {p}: top-1 {got[0][0]} != ref {t['ids'][0]}"
+        for i, lg in zip(t["ids"], t["logits"]):
+            if i in got_map:
+                worst = max(worst, abs(got_map[i] - lg))
+        # the reference's top-3 must be in our top-5 (near-ties may reorder the tail)
+        assert set(t["ids"][:3]) <= set(got_map), f"pos {p}: ref {t['ids']} vs ours {got}"
+    print(f"{evaluated['name']}: max |logit - ref| over the top-5 samples {worst:.4g}")
+    assert worst <= TOP5_LOGIT_TOL
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_greedy(lctl, models_dir, name):
+    ref = _ref(name)
+    model = _model_path(models_dir, ref)
+    g = ref["greedy"]
+    want = g["tokens"]
+    # compare up to and including the first near-tie (either token is right there; later
+    # tokens would continue a different text)
+    n_cmp = next((k + 1 for k, m in enumerate(g["margin"]) if m < TIE), len(want))
+    r = run([lctl, "run", model, "--ids", ",".join(map(str, g["prompt_ids"])), "-n", n_cmp,
+             "--temp", 0, "--print-ids", "--ignore-eos"])
+    assert r.returncode == 0, r.stderr.decode()
+    got = [int(x) for x in r.stdout.split()]
+    print(f"{name}: greedy {got} | {r.stderr.decode().strip()}")
+    if n_cmp < len(want):
+        assert got[: n_cmp - 1] == want[: n_cmp - 1]
+    else:
+        assert got == want, f"greedy {got} != transformers {want}"
