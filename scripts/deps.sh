@@ -21,7 +21,7 @@ fi
 
 # Test oracles (never used by the engine itself): pinned so results are reproducible.
 PY_PKGS=(pytest==9.2.0 numpy==2.4.6 gguf==0.19.0 tokenizers==0.23.3 safetensors==0.8.0
-         jinja2==3.1.6)
+         jinja2==3.1.6 openai==3.57.0 websockets==17.4)
 PY=python3
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
