@@ -14,6 +14,9 @@ static const lctl_cmd lctl_cmds[] = {
     {"eval", "teacher-forced perplexity and top-1 ids over a text or token ids (CPU)", lctl_eval},
     {"detokenize", "print the text of token ids", lctl_detokenize},
     {"devices", "list the CPU and GPUs this build can use", lctl_devices},
+    {"bench", "measure CPU prompt and generation tokens/s (as llama-bench)", lctl_bench},
+    {"quantize", "rewrite a GGUF in another quantization, or make a random-weight model",
+     lctl_quantize},
     {"template", "render a conversation with a model's chat template", lctl_template},
 };
 
