@@ -100,5 +100,8 @@ const float *tm_ctx_logits(const tm_ctx *ctx, int32_t i);
 int32_t      tm_ctx_n_past(const tm_ctx *ctx);
 int32_t      tm_ctx_n_ctx(const tm_ctx *ctx);
 void         tm_ctx_clear(tm_ctx *ctx); /* forget the sequence: n_past = 0 */
+/* Keeps the first n_past positions and forgets the rest (e.g. to reuse a cached
+ * prompt prefix). TM_ERR_INVALID when n_past is negative or beyond tm_ctx_n_past(). */
+tm_status tm_ctx_truncate(tm_ctx *ctx, int32_t n_past);
 
 #endif /* TM_MODEL_H */

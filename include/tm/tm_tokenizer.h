@@ -74,6 +74,22 @@ void      tm_tokenizer_free(tm_tokenizer *tok); /* NULL is a no-op */
 tm_status tm_tokenizer_encode(const tm_tokenizer *tok, const char *text, size_t len,
                               bool add_special, bool parse_special, int32_t **ids, size_t *n_ids);
 
+/* A byte range [off, off + len) of a text. */
+typedef struct tm_text_span {
+    size_t off;
+    size_t len;
+} tm_text_span;
+
+/* Like tm_tokenizer_encode with parse_special = true, except that special tokens
+ * are never matched inside the literal spans: text there is encoded as plain text
+ * (non-special added tokens still match). Used for rendered chat templates, where
+ * the template's own special tokens count but user message contents must never be
+ * parsed for them. Tokenization is otherwise that of the whole text (spans do not
+ * cut pre-tokenization). A span past the end of the text is TM_ERR_INVALID. */
+tm_status tm_tokenizer_encode_spans(const tm_tokenizer *tok, const char *text, size_t len,
+                                    bool add_special, const tm_text_span *literal, size_t n_literal,
+                                    int32_t **ids, size_t *n_ids);
+
 /* Same into a caller buffer of cap ids. When cap is too small returns
  * TM_ERR_FULL with the needed count in *n_ids and buf contents unspecified. */
 tm_status tm_tokenizer_encode_into(const tm_tokenizer *tok, const char *text, size_t len,

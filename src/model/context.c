@@ -178,6 +178,14 @@ const float *tm_ctx_logits(const tm_ctx *c, int32_t i) {
 int32_t tm_ctx_n_past(const tm_ctx *c) { return c->n_past; }
 int32_t tm_ctx_n_ctx(const tm_ctx *c) { return c->p.n_ctx; }
 
+tm_status tm_ctx_truncate(tm_ctx *c, int32_t n_past) {
+    if (n_past < 0 || n_past > c->n_past)
+        return tm_fail(TM_ERR_INVALID, "truncate: %d positions requested, the context holds %d",
+                       n_past, c->n_past);
+    c->n_past = n_past; /* positions >= n_past are masked until overwritten */
+    return TM_OK;
+}
+
 void tm_ctx_clear(tm_ctx *c) {
     c->n_past = 0;
     c->logits = NULL;

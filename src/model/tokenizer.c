@@ -502,9 +502,19 @@ static bool is_ws_at(const uint8_t *p, size_t n, size_t i, size_t *len) {
     return tm__uni_is_whitespace(cp);
 }
 
-/* Finds the leftmost-longest added token in text[from..n) that may be matched. */
+/* True when [b, e) overlaps one of the literal spans (sorted or not; few of them). */
+static bool in_literal(const tm_text_span *lit, size_t n_lit, size_t b, size_t e) {
+    for (size_t i = 0; i < n_lit; i++)
+        if (b < lit[i].off + lit[i].len && lit[i].off < e)
+            return true;
+    return false;
+}
+
+/* Finds the leftmost-longest added token in text[from..n) that may be matched: special
+ * tokens only with parse_special, and never inside a literal span. */
 static bool find_added(const tm_tokenizer *t, const char *text, size_t n, size_t from,
-                       bool parse_special, size_t *mb, size_t *me, int32_t *which) {
+                       bool parse_special, const tm_text_span *lit, size_t n_lit, size_t *mb,
+                       size_t *me, int32_t *which) {
     const uint8_t *p = (const uint8_t *)text;
     for (size_t i = from; i < n; i++) {
         int32_t node = t->trie_root[p[i]];
@@ -514,7 +524,7 @@ static bool find_added(const tm_tokenizer *t, const char *text, size_t n, size_t
             int32_t k = t->trie[node].added;
             if (k >= 0 && (parse_special || !t->added[k].special)) {
                 const tk_added *a = &t->added[k];
-                bool            ok = true;
+                bool            ok = !(a->special && n_lit > 0 && in_literal(lit, n_lit, i, j + 1));
                 if (a->single_word) {
                     /* HF: the match must not touch word characters on either side. */
                     if (i > 0) {
@@ -572,7 +582,8 @@ static tm_status encode_segment(const tm_tokenizer *t, enc_state *es, const char
 }
 
 static tm_status encode_all(const tm_tokenizer *t, const char *text, size_t len, bool add_special,
-                            bool parse_special, tk_ids *out) {
+                            bool parse_special, const tm_text_span *lit, size_t n_lit,
+                            tk_ids *out) {
     if (len > 0 && text == NULL)
         return tm_fail(TM_ERR_INVALID, "tokenizer: text is NULL");
     size_t bad = tm__utf8_check(text, len);
@@ -592,8 +603,9 @@ static tm_status encode_all(const tm_tokenizer *t, const char *text, size_t len,
     while (st == TM_OK && pos <= len) {
         size_t  mb = len, me = len;
         int32_t k = -1;
-        bool    hit = t->n_added > 0 && find_added(t, text, len, pos, parse_special, &mb, &me, &k);
-        size_t  seg_end = hit ? mb : len;
+        bool    hit = t->n_added > 0 &&
+                   find_added(t, text, len, pos, parse_special, lit, n_lit, &mb, &me, &k);
+        size_t seg_end = hit ? mb : len;
         if (hit) {
             const tk_added *a = &t->added[k];
             size_t          l;
@@ -647,7 +659,7 @@ tm_status tm_tokenizer_encode(const tm_tokenizer *tok, const char *text, size_t 
     *ids = NULL;
     *n_ids = 0;
     tk_ids    out = {0};
-    tm_status st = encode_all(tok, text, len, add_special, parse_special, &out);
+    tm_status st = encode_all(tok, text, len, add_special, parse_special, NULL, 0, &out);
     if (st != TM_OK) {
         tm_free(out.v);
         return st;
@@ -661,12 +673,34 @@ tm_status tm_tokenizer_encode(const tm_tokenizer *tok, const char *text, size_t 
     return TM_OK;
 }
 
+tm_status tm_tokenizer_encode_spans(const tm_tokenizer *tok, const char *text, size_t len,
+                                    bool add_special, const tm_text_span *literal, size_t n_literal,
+                                    int32_t **ids, size_t *n_ids) {
+    *ids = NULL;
+    *n_ids = 0;
+    for (size_t i = 0; i < n_literal; i++)
+        if (literal[i].off > len || literal[i].len > len - literal[i].off)
+            return tm_fail(TM_ERR_INVALID,
+                           "tokenizer: literal span %zu [%zu, +%zu) is past the "
+                           "%zu-byte text",
+                           i, literal[i].off, literal[i].len, len);
+    tk_ids    out = {0};
+    tm_status st = encode_all(tok, text, len, add_special, true, literal, n_literal, &out);
+    if (st != TM_OK || out.n == 0) {
+        tm_free(out.v);
+        return st;
+    }
+    *ids = out.v;
+    *n_ids = out.n;
+    return TM_OK;
+}
+
 tm_status tm_tokenizer_encode_into(const tm_tokenizer *tok, const char *text, size_t len,
                                    bool add_special, bool parse_special, int32_t *buf, size_t cap,
                                    size_t *n_ids) {
     *n_ids = 0;
     tk_ids    out = {0};
-    tm_status st = encode_all(tok, text, len, add_special, parse_special, &out);
+    tm_status st = encode_all(tok, text, len, add_special, parse_special, NULL, 0, &out);
     if (st == TM_OK) {
         *n_ids = out.n;
         if (out.n > cap)

@@ -8,8 +8,10 @@
 #include <string.h>
 
 #include "lctl.h"
+#include "tm/tm_chat.h"
 #include "tm/tm_chat_template.h"
 #include "tm/tm_io.h"
+#include "tm/tm_tokenizer.h"
 
 #define TEMPLATE_MAX_JSON_BYTES ((size_t)256 << 20)
 
@@ -28,6 +30,10 @@ static void template_usage(FILE *f) {
                "  --add-generation-prompt  end with the assistant turn header\n"
                "  --bos-token T            bos_token (default: from the model, if any)\n"
                "  --eos-token T            eos_token (default: from the model, if any)\n"
+               "  --ids TOKENIZER          print the token ids of the rendered text instead,\n"
+               "                           as the engine feeds them: the template's special\n"
+               "                           tokens count, message text is never parsed for them\n"
+               "                           (TOKENIZER: tokenizer.json, HF folder or GGUF)\n"
                "  -h, --help               this text\n");
 }
 
@@ -36,9 +42,31 @@ static int fail(const char *what) {
     return 1;
 }
 
+/* --ids: the ids the engine would feed for this rendered conversation (tm_chat.h). */
+static int print_chat_ids(const char *tok_path, const char *text, size_t len, const char *msgs) {
+    tm_tokenizer       *tok = NULL;
+    tm_tokenizer_params tkp = tm_tokenizer_params_default();
+    tkp.path = tok_path;
+    if (tm_tokenizer_init(&tkp, &tok) != TM_OK)
+        return fail(tok_path);
+    int32_t *ids = NULL;
+    size_t   n = 0;
+    int      rc = 0;
+    if (tm_chat_tokenize(tok, text, len, msgs, &ids, &n) != TM_OK) {
+        rc = fail("tokenize");
+    } else {
+        for (size_t i = 0; i < n; i++)
+            printf(i ? " %d" : "%d", ids[i]);
+        printf("\n");
+    }
+    tm_free(ids);
+    tm_tokenizer_free(tok);
+    return rc;
+}
+
 int lctl_template(int argc, char **argv) {
     const char *model = NULL, *tmpl_file = NULL, *builtin = NULL, *messages = NULL;
-    const char *tools = NULL, *vars = NULL, *bos = NULL, *eos = NULL;
+    const char *tools = NULL, *vars = NULL, *bos = NULL, *eos = NULL, *ids_tok = NULL;
     bool        agp = false;
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         template_usage(argc < 2 ? stderr : stdout);
@@ -72,6 +100,8 @@ int lctl_template(int argc, char **argv) {
             slot = &bos;
         } else if (strcmp(a, "--eos-token") == 0) {
             slot = &eos;
+        } else if (strcmp(a, "--ids") == 0) {
+            slot = &ids_tok;
         } else if (a[0] == '-' && a[1] != '\0') {
             fprintf(stderr, "lctl template: unknown option '%s'\n", a);
             return 2;
@@ -146,6 +176,10 @@ int lctl_template(int argc, char **argv) {
     rp.eos_token = eos ? eos : src.eos_token;
     if (tm_chat_template_render(t, &rp, &out, &out_len) != TM_OK) {
         rc = fail("render");
+        goto done;
+    }
+    if (ids_tok != NULL) {
+        rc = print_chat_ids(ids_tok, out, out_len, msg_text);
         goto done;
     }
     if (fwrite(out, 1, out_len, stdout) != out_len || fflush(stdout) != 0) {

@@ -13,6 +13,7 @@ static const lctl_cmd lctl_cmds[] = {
     {"run", "generate a continuation of a prompt on the CPU (one-shot, no server)", lctl_run},
     {"eval", "teacher-forced perplexity and top-1 ids over a text or token ids (CPU)", lctl_eval},
     {"detokenize", "print the text of token ids", lctl_detokenize},
+    {"chat", "chat with a model through its chat template", lctl_chat},
     {"devices", "list the CPU and GPUs this build can use", lctl_devices},
     {"bench", "measure CPU prompt and generation tokens/s (as llama-bench)", lctl_bench},
     {"quantize", "rewrite a GGUF in another quantization, or make a random-weight model",
