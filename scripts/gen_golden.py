@@ -20,6 +20,10 @@ live on different machines here:
 
     python scripts/gen_golden.py hf   --out /tmp/golden_npz
     python scripts/gen_golden.py gguf --npz /tmp/golden_npz --out tests/golden/models
+
+  With --hf-dir tests/golden/models, stage "hf" also saves each model with save_pretrained
+  as <family>-hf/ (float32) and a few half-precision variants (see HF_VARIANTS): the same
+  weights loaded from the HF folder must give the same logits.
 """
 import argparse
 import json
@@ -96,7 +100,39 @@ def make_config(transformers, family):
     return cfg
 
 
-def stage_hf(out_dir):
+# HF folders (config.json + safetensors) saved beside the GGUF fixtures: <family>-hf in
+# float32 for every family, plus half-precision copies of two families, one of them sharded,
+# so the loader's F16/BF16 and index.json paths meet real save_pretrained output.
+HF_VARIANTS = {"llama": ("f16", "float16", "150KB"), "qwen2": ("bf16", "bfloat16", None)}
+
+
+def save_hf_folders(model, family, hf_dir):
+    import copy
+
+    import torch
+
+    model.save_pretrained(os.path.join(hf_dir, f"{family}-hf"))
+    if family in HF_VARIANTS:
+        tag, dt, shard = HF_VARIANTS[family]
+        m2 = copy.deepcopy(model).to(getattr(torch, dt))
+        kw = {"max_shard_size": shard} if shard else {}
+        d = os.path.join(hf_dir, f"{family}-hf-{tag}")
+        m2.save_pretrained(d, **kw)
+        # Reference for exactly these weights: rounded to half precision, run in float32
+        # (what the CPU path does), so the loader is checked at 1e-4, not at bf16 noise.
+        # Only the parameters are rounded: .to(half) would also round buffers such as
+        # the rotary inv_freq, which the loader derives from config.json in full precision.
+        m3 = copy.deepcopy(model).eval()
+        with torch.no_grad():
+            for p in m3.parameters():
+                p.copy_(p.to(getattr(torch, dt)).float())
+        with torch.no_grad(), open(os.path.join(d, "reference.logits.f32"), "wb") as f:
+            for ids in PROMPTS:
+                lg = m3(input_ids=torch.tensor([ids]), use_cache=False).logits[0]
+                f.write(lg.float().numpy().astype("<f4").tobytes())
+
+
+def stage_hf(out_dir, hf_dir=None):
     import torch
     import transformers
 
@@ -121,6 +157,8 @@ def stage_hf(out_dir):
                 else:
                     p.copy_(0.15 * torch.randn(p.shape, generator=g))
         sd = {k: v.detach().float().cpu().numpy() for k, v in model.state_dict().items()}
+        if hf_dir is not None:
+            save_hf_folders(model, family, hf_dir)
         logits, greedy, margins = [], [], []
         with torch.no_grad():
             for ids in PROMPTS:
@@ -315,9 +353,10 @@ def main():
     ap.add_argument("stage", choices=["hf", "gguf"])
     ap.add_argument("--out", required=True)
     ap.add_argument("--npz", default=None)
+    ap.add_argument("--hf-dir", default=None, help="stage hf: also save HF folders here")
     a = ap.parse_args()
     if a.stage == "hf":
-        stage_hf(a.out)
+        stage_hf(a.out, a.hf_dir)
     else:
         stage_gguf(a.npz, a.out)
 

@@ -43,14 +43,18 @@
 typedef enum tm_op {
     TM_OP_NONE = 0, /* leaf: data owned by the caller */
     TM_OP_VIEW,     /* view of src0 at ip[0] bytes (+ ip[1] << 31); no compute */
-    TM_OP_GET_ROWS, /* src0 [E, V] any dtype, src1 ids [T] I32 -> [E, T] F32 */
-    TM_OP_RMS_NORM, /* x / sqrt(mean(x^2) + fp[0]) over ne[0] */
+    TM_OP_GET_ROWS, /* src0 [E, V] any dtype, src1 ids [T] I32 -> [E, T] F32. ip[0] = 1:
+                       mean of all rows of an F32 src0 [E, n] instead, no src1 -> [E, 1]
+                       (mean pooling of hidden states) */
+    TM_OP_RMS_NORM, /* x / sqrt(mean(x^2) + fp[0]) over ne[0]; ip[0] = 1: LayerNorm
+                       without affine, (x - mean) / sqrt(var + fp[0]) */
     TM_OP_MUL_MAT,  /* src0 W [K, N] any dtype, src1 X [K, T..] F32 -> [N, T..] F32 */
     TM_OP_ADD,      /* src0 + src1; src1 rows repeat over src0 rows */
     TM_OP_MUL,      /* src0 * src1; src1 rows repeat over src0 rows */
     TM_OP_SCALE,    /* src0 * fp[0] */
     TM_OP_SILU,     /* x * sigmoid(x) */
-    TM_OP_GELU,     /* tanh approximation (HF gelu_pytorch_tanh) */
+    TM_OP_GELU,     /* tanh approximation (HF gelu_pytorch_tanh); ip[0] = 1: exact
+                       erf form (HF "gelu", BERT) */
     TM_OP_SOFTCAP,  /* fp[0] * tanh(x / fp[0]) */
     TM_OP_SOFTMAX,  /* softmax(fp[0] * x) over ne[0] */
     TM_OP_ROPE,     /* src0 [hd, nh, T], src1 pos [T] I32, src2 freq factors [n_rot/2] F32
@@ -63,7 +67,8 @@ typedef enum tm_op {
                        src4 the KV_STORE node; causal attention over cache rows
                        [lo, pos[t]], lo = pos[t] - ip[0] + 1 when ip[0] (sliding window)
                        > 0 else 0; fp[0] scale, fp[1] logit soft-cap (0 = none).
-                       -> [hd * nh, T] F32 */
+                       ip[2] = 1: bidirectional (encoders): every token sees rows
+                       [lo, pos[T-1]] of its batch. -> [hd * nh, T] F32 */
     TM_OP_COUNT
 } tm_op;
 
@@ -124,13 +129,18 @@ const char *tm_op_name(tm_op op);
 /* ---- op constructors (shapes are checked with TM_ASSERT: callers are graph
  * builders that validated the model first) ---------------------------------- */
 tm_tensor *tm_get_rows(tm_graph *g, tm_tensor *w, tm_tensor *ids);
+/* Mean of the rows of x (F32 [E, n]) -> [E, 1] (TM_OP_GET_ROWS, ip[0] = 1, no src1). */
+tm_tensor *tm_mean_rows(tm_graph *g, tm_tensor *x);
 tm_tensor *tm_rms_norm(tm_graph *g, tm_tensor *x, float eps);
+/* (x - mean) / sqrt(var + eps) over ne[0] (TM_OP_RMS_NORM, ip[0] = 1). */
+tm_tensor *tm_layer_norm(tm_graph *g, tm_tensor *x, float eps);
 tm_tensor *tm_mul_mat(tm_graph *g, tm_tensor *w, tm_tensor *x);
 tm_tensor *tm_add(tm_graph *g, tm_tensor *a, tm_tensor *b);
 tm_tensor *tm_mul(tm_graph *g, tm_tensor *a, tm_tensor *b);
 tm_tensor *tm_scale(tm_graph *g, tm_tensor *x, float s);
 tm_tensor *tm_silu(tm_graph *g, tm_tensor *x);
 tm_tensor *tm_gelu(tm_graph *g, tm_tensor *x);
+tm_tensor *tm_gelu_erf(tm_graph *g, tm_tensor *x); /* TM_OP_GELU, ip[0] = 1 */
 tm_tensor *tm_softcap(tm_graph *g, tm_tensor *x, float cap);
 tm_tensor *tm_softmax(tm_graph *g, tm_tensor *x, float scale);
 tm_tensor *tm_rope(tm_graph *g, tm_tensor *x, tm_tensor *pos, tm_tensor *freq_factors,
@@ -139,6 +149,8 @@ tm_tensor *tm_kv_store(tm_graph *g, tm_tensor *k, tm_tensor *v, tm_tensor *kc, t
                        tm_tensor *pos);
 tm_tensor *tm_attn(tm_graph *g, tm_tensor *q, tm_tensor *kc, tm_tensor *vc, tm_tensor *pos,
                    tm_tensor *store, int32_t n_head_kv, int32_t swa, float scale, float softcap);
+/* Makes an attn node bidirectional (ip[2] = 1): encoders. */
+void tm_attn_set_bidirectional(tm_tensor *attn);
 /* Contiguous reshape (a view with new ne); x must be contiguous. */
 tm_tensor *tm_reshape(tm_graph *g, tm_tensor *x, int n_dims, const int64_t *ne);
 /* View of ne[1]-columns [c0, c0 + n) of a contiguous 2-D tensor. */

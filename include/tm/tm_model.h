@@ -3,10 +3,17 @@
  * the CPU: tm_model holds the immutable weights, tm_ctx one sequence's KV cache
  * and scratch.
  *
- * A model is a recipe (docs/recipes.md: the decoder block as data, chosen by the
- * GGUF general.architecture) plus weights. Sources: a GGUF file (tensors point
- * into the read-only mapping, zero copy) or a llama2.c checkpoint (.bin, loaded
- * as the llama recipe, also zero copy).
+ * A model is a recipe (docs/recipes.md: the transformer block as data, chosen by
+ * the GGUF general.architecture or config.json model_type, or given as a JSON
+ * recipe file) plus weights. Sources: a GGUF file (tensors point into the
+ * read-only mapping, zero copy), a Hugging Face folder (config.json + safetensors,
+ * one file or shards, F32/F16/BF16; also zero copy) or a llama2.c checkpoint
+ * (.bin, loaded as the llama recipe).
+ *
+ * Embedding models (recipe pooling "mean", e.g. BERT / all-MiniLM-L6-v2):
+ *
+ *     float v[384];   // tm_model_n_embd_out(model) floats
+ *     tm_ctx_embed(ctx, model, ids, n_ids, v, 384);  // mean-pooled, L2-normalized
  *
  *     tm_model_params mp = tm_model_params_default();
  *     mp.path = "models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf";
@@ -29,6 +36,7 @@
 #define TM_MODEL_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "tm/tm_dtype.h"
@@ -39,7 +47,12 @@ typedef struct tm_ctx   tm_ctx;   /* opaque */
 typedef struct tm_gguf  tm_gguf;  /* tm_gguf.h */
 
 typedef struct tm_model_params {
-    const char *path; /* GGUF file or llama2.c checkpoint; borrowed during the call */
+    const char *path; /* GGUF file, HF folder or llama2.c checkpoint; borrowed during the call */
+    /* Optional JSON recipe (docs/recipes.md) used instead of the built-in one chosen by
+     * the file: a path, or the text itself (recipe_json wins). Borrowed during the call. */
+    const char *recipe_path;
+    const char *recipe_json;
+    size_t      recipe_json_len;
 } tm_model_params;
 
 /* Hyperparameters read from the file (validated at load). */
@@ -68,7 +81,13 @@ tm_model_params tm_model_params_default(void);
 tm_status tm_model_load(const tm_model_params *params, tm_model **out);
 void      tm_model_free(tm_model *model); /* NULL is a no-op */
 
+/* Parses and validates a JSON recipe without loading weights (lctl, fuzzing):
+ * TM_ERR_FORMAT naming the key on any error. */
+tm_status tm_recipe_check(const char *json, size_t len);
+
 const tm_hparams *tm_model_get_hparams(const tm_model *model); /* owned by model */
+/* Length of an embedding model's output vector (n_embd); 0 for language models. */
+int32_t tm_model_n_embd_out(const tm_model *model);
 const char       *tm_model_arch(const tm_model *model);        /* owned by model */
 /* The open GGUF (e.g. for its tokenizer); NULL for other sources. Owned by model. */
 const tm_gguf *tm_model_gguf(const tm_model *model);
@@ -97,6 +116,13 @@ tm_status tm_ctx_decode(tm_ctx *ctx, const int32_t *tokens, int32_t n_tokens);
 /* Logits (n_vocab floats) of token i of the last batch (logits_all), or of its
  * last token for i = -1. Owned by ctx, valid until the next decode. */
 const float *tm_ctx_logits(const tm_ctx *ctx, int32_t i);
+/* Embedding models: clears ctx, runs tokens (1..n_batch, a whole sequence) and
+ * writes the mean-pooled, L2-normalized vector to out[0..n_out). model must be the
+ * model ctx was made from, n_out == tm_model_n_embd_out(model). TM_ERR_INVALID for a
+ * language model or a wrong n_out; decode errors as tm_ctx_decode (too many tokens:
+ * TM_ERR_INVALID / TM_ERR_FULL). */
+tm_status tm_ctx_embed(tm_ctx *ctx, const tm_model *model, const int32_t *tokens,
+                       int32_t n_tokens, float *out, int32_t n_out);
 int32_t      tm_ctx_n_past(const tm_ctx *ctx);
 int32_t      tm_ctx_n_ctx(const tm_ctx *ctx);
 void         tm_ctx_clear(tm_ctx *ctx); /* forget the sequence: n_past = 0 */

@@ -147,6 +147,20 @@ tm_tensor *tm_get_rows(tm_graph *g, tm_tensor *w, tm_tensor *ids) {
     return t;
 }
 
+tm_tensor *tm_mean_rows(tm_graph *g, tm_tensor *x) {
+    TM_ASSERT(x->dtype == TM_DTYPE_F32 && x->ne[2] == 1 && x->ne[3] == 1);
+    tm_tensor *t = graph_new(g, TM_OP_GET_ROWS, TM_DTYPE_F32, 2, (int64_t[]){x->ne[0], 1});
+    t->src[0] = x;
+    t->ip[0] = 1;
+    return t;
+}
+
+tm_tensor *tm_layer_norm(tm_graph *g, tm_tensor *x, float eps) {
+    tm_tensor *t = tm_rms_norm(g, x, eps);
+    t->ip[0] = 1;
+    return t;
+}
+
 tm_tensor *tm_rms_norm(tm_graph *g, tm_tensor *x, float eps) {
     tm_tensor *t = graph_unary(g, TM_OP_RMS_NORM, x);
     t->fp[0] = eps;
@@ -188,6 +202,12 @@ tm_tensor *tm_scale(tm_graph *g, tm_tensor *x, float s) {
 
 tm_tensor *tm_silu(tm_graph *g, tm_tensor *x) { return graph_unary(g, TM_OP_SILU, x); }
 tm_tensor *tm_gelu(tm_graph *g, tm_tensor *x) { return graph_unary(g, TM_OP_GELU, x); }
+
+tm_tensor *tm_gelu_erf(tm_graph *g, tm_tensor *x) {
+    tm_tensor *t = graph_unary(g, TM_OP_GELU, x);
+    t->ip[0] = 1;
+    return t;
+}
 
 tm_tensor *tm_softcap(tm_graph *g, tm_tensor *x, float cap) {
     TM_ASSERT(cap > 0.0f);
@@ -248,6 +268,11 @@ tm_tensor *tm_attn(tm_graph *g, tm_tensor *q, tm_tensor *kc, tm_tensor *vc, tm_t
     t->fp[0] = scale;
     t->fp[1] = softcap;
     return t;
+}
+
+void tm_attn_set_bidirectional(tm_tensor *attn) {
+    TM_ASSERT(attn->op == TM_OP_ATTN);
+    attn->ip[2] = 1;
 }
 
 static tm_tensor *graph_view(tm_graph *g, tm_tensor *x, int n_dims, const int64_t *ne,

@@ -61,6 +61,7 @@ void tm__cpu_attn(const tm_tensor *dst, int ith, int nth, void *scratch) {
     const int64_t    hd = q->ne[0], nh = q->ne[1], T = q->ne[2];
     const int64_t    group = nh / dst->ip[1];
     const int32_t    swa = dst->ip[0];
+    const bool       bidir = dst->ip[2] == 1;
     const float      scale = dst->fp[0], cap = dst->fp[1];
     float           *sc = scratch;         /* [n_ctx] scores */
     float           *tmp = sc + kc->ne[1]; /* [hd] f16 -> f32 row */
@@ -71,7 +72,7 @@ void tm__cpu_attn(const tm_tensor *dst, int ith, int nth, void *scratch) {
         const int64_t t = r / nh, h = r % nh, g = h / group;
         const float  *qr =
             (const float *)((char *)q->data + (size_t)t * q->nb[2] + (size_t)h * q->nb[1]);
-        const int64_t hi = pos[t];
+        const int64_t hi = bidir ? pos[T - 1] : pos[t];
         const int64_t lo = (swa > 0 && hi - swa + 1 > 0) ? hi - swa + 1 : 0;
         float         mx = -INFINITY;
         for (int64_t j = lo; j <= hi; j++) {

@@ -14,13 +14,39 @@ static inline float *ops_row_f32(const tm_tensor *t, int64_t r) {
 
 /* Embedding lookup: dequantizes row ids[t] of any dtype (token ids were range
  * checked by tm_ctx_decode). */
+/* Mean of the rows of an F32 tensor (sentence-transformers mean pooling over every
+ * token of the batch); sums in double, elements split over threads. */
+static void ops_mean_rows(const tm_tensor *dst, int ith, int nth) {
+    const tm_tensor *x = dst->src[0];
+    const int64_t    n = x->ne[1];
+    int64_t          e0, e1;
+    tm__cpu_split(dst->ne[0], ith, nth, &e0, &e1);
+    float *y = dst->data;
+    for (int64_t e = e0; e < e1; e++) {
+        double s = 0.0;
+        for (int64_t t = 0; t < n; t++)
+            s += ops_row_f32(x, t)[e];
+        y[e] = (float)(s / (double)n);
+    }
+}
+
 void tm__cpu_get_rows(const tm_tensor *dst, int ith, int nth, void *scratch) {
+    if (dst->ip[0] == 1) {
+        ops_mean_rows(dst, ith, nth);
+        return;
+    }
     const tm_tensor *w = dst->src[0], *ids = dst->src[1];
     const int32_t   *id = ids->data;
     int64_t          r0, r1;
     tm__cpu_split(dst->ne[1], ith, nth, &r0, &r1);
     for (int64_t t = r0; t < r1; t++) {
-        TM_ASSERT(id[t] >= 0 && id[t] < w->ne[1]);
+        if (id[t] < 0 || id[t] >= w->ne[1]) {
+            /* Token ids are checked by tm_ctx_decode; positions into a learned position
+             * table (GPT-2, BERT) can pass its end when a context is made longer than
+             * the model was trained for: no position signal there rather than a crash. */
+            memset(ops_row_f32(dst, t), 0, (size_t)dst->ne[0] * sizeof(float));
+            continue;
+        }
         const void *row = (const char *)w->data + (size_t)id[t] * w->nb[1];
         tm_status   st = tm_dequantize_row(w->dtype, row, ops_row_f32(dst, t), w->ne[0]);
         TM_ASSERT(st == TM_OK); /* dtype checked at model load */
@@ -28,7 +54,9 @@ void tm__cpu_get_rows(const tm_tensor *dst, int ith, int nth, void *scratch) {
 }
 
 /* HF LlamaRMSNorm: x * rsqrt(mean(x^2) + eps), accumulated in float32 as torch does
- * (torch reduces pairwise; we accumulate in double to stay within its error). */
+ * (torch reduces pairwise; we accumulate in double to stay within its error).
+ * ip[0] = 1: torch LayerNorm without the affine part, (x - mean) * rsqrt(var + eps)
+ * with the biased variance; mean and variance in double. */
 void tm__cpu_rms_norm(const tm_tensor *dst, int ith, int nth, void *scratch) {
     const tm_tensor *x = dst->src[0];
     const int64_t    n = x->ne[0];
@@ -38,6 +66,18 @@ void tm__cpu_rms_norm(const tm_tensor *dst, int ith, int nth, void *scratch) {
         const float *xr = ops_row_f32(x, r);
         float       *yr = ops_row_f32(dst, r);
         double       ss = 0.0;
+        if (dst->ip[0] == 1) {
+            double mean = 0.0;
+            for (int64_t i = 0; i < n; i++)
+                mean += xr[i];
+            mean /= (double)n;
+            for (int64_t i = 0; i < n; i++)
+                ss += ((double)xr[i] - mean) * ((double)xr[i] - mean);
+            const double s = 1.0 / sqrt(ss / (double)n + (double)dst->fp[0]);
+            for (int64_t i = 0; i < n; i++)
+                yr[i] = (float)(((double)xr[i] - mean) * s);
+            continue;
+        }
         for (int64_t i = 0; i < n; i++)
             ss += (double)xr[i] * xr[i];
         float s = 1.0f / sqrtf((float)(ss / (double)n) + dst->fp[0]);
@@ -88,8 +128,12 @@ void tm__cpu_unary(const tm_tensor *dst, int ith, int nth, void *scratch) {
                 yr[i] = xr[i] / (1.0f + expf(-xr[i]));
             break;
         case TM_OP_GELU:
-            for (int64_t i = 0; i < n; i++)
-                yr[i] = ops_gelu_tanh(xr[i]);
+            if (dst->ip[0] == 1) /* HF "gelu": 0.5 x (1 + erf(x / sqrt(2))) */
+                for (int64_t i = 0; i < n; i++)
+                    yr[i] = 0.5f * xr[i] * (1.0f + erff(xr[i] * 0.70710678118654752f));
+            else
+                for (int64_t i = 0; i < n; i++)
+                    yr[i] = ops_gelu_tanh(xr[i]);
             break;
         case TM_OP_SOFTCAP:
             for (int64_t i = 0; i < n; i++)
