@@ -45,7 +45,7 @@ unit_asan() {
 
 pytests() {
     TM_BUILD_DIR="$ROOT/build/release" TM_ASAN_BUILD_DIR="$ROOT/build/asan" \
-        .venv/bin/python -m pytest -q tests/py
+        .venv/bin/python -m pytest -q tests/py tests/e2e
 }
 
 fuzz() {

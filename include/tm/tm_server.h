@@ -83,6 +83,7 @@ typedef struct tm_api_request {
     tm_sampler_params sampler;       /* OpenAI defaults: temperature 1, top_p 1, no top_k */
     bool              has_seed;
     bool              add_generation_prompt; /* chat; default true */
+    bool              ignore_eos;            /* vLLM extension: generate past EOS */
     char             *stop[TM_SCHED_MAX_STOP];
     int32_t           n_stop;
 } tm_api_request;

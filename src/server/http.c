@@ -434,6 +434,7 @@ static void srv_generate(tm_server *srv, txn *t) {
     tm_gen_params gp = tm_gen_params_default();
     gp.sampler = rq.sampler;
     gp.max_tokens = rq.max_tokens;
+    gp.ignore_eos = rq.ignore_eos;
     gp.n_stop = rq.n_stop;
     for (int32_t i = 0; i < rq.n_stop; i++)
         gp.stop[i] = rq.stop[i];

@@ -374,6 +374,7 @@ static tm_status api_parse_fields(tm_api_kind kind, json_t *root, tm_api_request
         r->has_seed = true;
     }
     TM_TRY(api_parse_stop(root, r, err));
+    TM_TRY(api_get_bool(root, "ignore_eos", &r->ignore_eos, err));
     if (kind == TM_API_CHAT)
         TM_TRY(api_get_bool(root, "add_generation_prompt", &r->add_generation_prompt, err));
 
