@@ -110,7 +110,7 @@ typedef struct tm_recipe {
     float        rope_theta_swa; /* theta of sliding layers; 0 = the global theta */
     float        attn_softcap;   /* 0 = none */
     float        final_softcap;  /* 0 = none */
-    const char  *names[TM_SLOT_COUNT];    /* GGUF base names; NULL = default */
+    const char  *names[TM_SLOT_COUNT];    /* GGUF base names; NULL = default, "" = none */
     const char  *hf_names[TM_SLOT_COUNT]; /* HF base names; NULL = llama layout default */
 } tm_recipe;
 

@@ -160,9 +160,12 @@ static const char *const slot_hf[TM_SLOT_COUNT] = {
 const char *tm__slot_key(tm_slot s) { return slot_keys[s]; }
 
 const char *tm__recipe_name(const tm_recipe *r, tm_slot s, bool hf) {
+    const char *n = hf ? r->hf_names[s] : r->names[s];
+    if (n != NULL && n[0] == '\0')
+        return NULL; /* JSON null: the source has no such tensor */
     if (hf) {
-        if (r->hf_names[s] != NULL)
-            return r->hf_names[s];
+        if (n != NULL)
+            return n;
         /* Encoders and learned-position models name their own embeddings; they do not
          * inherit the llama layout's output head or final norm. */
         if (r->pooling != TM_POOL_NONE && (s == TM_SLOT_OUTPUT_NORM || s == TM_SLOT_OUTPUT))

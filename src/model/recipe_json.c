@@ -101,7 +101,7 @@ static tm_status rj_names(const char *map, const json_t *obj, const char **names
         if (s < 0)
             return tm_fail(TM_ERR_FORMAT, "recipe: %s: unknown tensor slot '%.40s'", map, k);
         if (json_is_null(v)) {
-            names[s] = NULL;
+            names[s] = ""; /* "" = this source has no such tensor (NULL = the default) */
             continue;
         }
         if (!json_is_string(v))

@@ -169,6 +169,141 @@ TEST(golden_hf_qwen2_bf16) {
     run_golden_src("qwen2", "%s-hf-bf16", NULL, TM_DTYPE_F32, 300.0);
 }
 
+/* A JSON recipe equal to the built-in llama gives bit-identical logits, from GGUF
+ * and from the HF folder. */
+static void compare_recipe_logits(const char *path, const char *recipe) {
+    float  *out[2] = {NULL, NULL};
+    int32_t V = 0, ids[7] = {1, 17, 42, 99, 3, 250, 8};
+    for (int k = 0; k < 2; k++) {
+        tm_model_params mp = tm_model_params_default();
+        mp.path = path;
+        mp.recipe_path = k ? recipe : NULL;
+        tm_model *m = NULL;
+        ASSERT_OK(tm_model_load(&mp, &m));
+        V = tm_model_get_hparams(m)->n_vocab;
+        tm_ctx_params cp = tm_ctx_params_default();
+        cp.n_ctx = 16;
+        cp.n_threads = 2;
+        cp.logits_all = true;
+        tm_ctx *ctx = NULL;
+        ASSERT_OK(tm_ctx_init(m, &cp, &ctx));
+        ASSERT_OK(tm_ctx_decode(ctx, ids, 7));
+        out[k] = malloc((size_t)V * 7 * sizeof(float));
+        for (int t = 0; t < 7; t++)
+            memcpy(out[k] + (size_t)t * V, tm_ctx_logits(ctx, t), (size_t)V * sizeof(float));
+        tm_ctx_free(ctx);
+        tm_model_free(m);
+    }
+    EXPECT_TRUE(memcmp(out[0], out[1], (size_t)V * 7 * sizeof(float)) == 0);
+    free(out[0]);
+    free(out[1]);
+}
+
+#define RECIPE_DIR TM_SOURCE_DIR "/tests/golden/recipes/"
+TEST(json_recipe_equals_builtin) {
+    compare_recipe_logits(GOLDEN_DIR "llama.gguf", RECIPE_DIR "llama.json");
+    compare_recipe_logits(GOLDEN_DIR "llama-hf", RECIPE_DIR "llama.json");
+    compare_recipe_logits(GOLDEN_DIR "gemma3.gguf", RECIPE_DIR "gemma3-base.json");
+    compare_recipe_logits(GOLDEN_DIR "gemma3-hf", RECIPE_DIR "gemma3-base.json");
+}
+TEST(golden_json_recipe_llama) {
+    run_golden_src("llama", "%s-hf", "llama.json", TM_DTYPE_F32, 1.0);
+}
+
+static void expect_recipe_load_error(const char *path, const char *json, tm_status want,
+                                     const char *needle) {
+    tm_model_params mp = tm_model_params_default();
+    mp.path = path;
+    mp.recipe_json = json;
+    mp.recipe_json_len = strlen(json);
+    tm_model *m = NULL;
+    EXPECT_EQ_INT(tm_model_load(&mp, &m), want);
+    EXPECT_TRUE(m == NULL);
+    if (strstr(tm_last_error(), needle) == NULL)
+        TM__FAIL_AT("error '%s' does not name '%s'", tm_last_error(), needle);
+}
+
+/* Bad recipes and recipes that do not fit the weights fail naming the problem. */
+TEST(json_recipe_errors) {
+    expect_recipe_load_error(GOLDEN_DIR "llama.gguf", "{\"arch\": \"x\", \"norm\": \"l2\"}",
+                             TM_ERR_FORMAT, "'norm'");
+    /* qk_norm wants tensors the llama file lacks */
+    expect_recipe_load_error(GOLDEN_DIR "llama.gguf", "{\"base\": \"llama\", \"qk_norm\": true}",
+                             TM_ERR_NOT_FOUND, "blk.0.attn_q_norm.weight");
+    /* a recipe that names no HF tensor for a slot it needs */
+    expect_recipe_load_error(GOLDEN_DIR "llama-hf",
+                             "{\"arch\": \"x\", \"hf_tensors\": {\"ffn_gate\": null}}",
+                             TM_ERR_NOT_FOUND, "ffn_gate");
+    /* a wrong name pattern: the tensor it names is missing */
+    expect_recipe_load_error(GOLDEN_DIR "llama-hf",
+                             "{\"base\": \"llama\", \"hf_tensors\": {\"attn_q\": \"layers.{N}.wq\"}}",
+                             TM_ERR_NOT_FOUND, "layers.0.wq.weight");
+    /* a fused layout on unfused weights: shape mismatch names the tensor */
+    expect_recipe_load_error(GOLDEN_DIR "llama.gguf",
+                             "{\"base\": \"llama\", \"fused_gate_up\": true}", TM_ERR_FORMAT,
+                             "blk.0.ffn_up.weight");
+    tm_model_params mp = tm_model_params_default();
+    mp.path = GOLDEN_DIR "llama.gguf";
+    mp.recipe_path = "/nonexistent/recipe.json";
+    tm_model *m = NULL;
+    EXPECT_EQ_INT(tm_model_load(&mp, &m), TM_ERR_IO);
+    EXPECT_TRUE(strstr(tm_last_error(), "/nonexistent/recipe.json") != NULL);
+}
+
+/* HF folders: unknown model_type, missing tensor. */
+TEST(hf_load_errors) {
+    char dir[] = "/tmp/tm_test_hf_XXXXXX";
+    ASSERT_TRUE(mkdtemp(dir) != NULL);
+    char cfg[512], st[512], cmd[2048];
+    snprintf(cfg, sizeof cfg, "%s/config.json", dir);
+    snprintf(st, sizeof st, "%s/model.safetensors", dir);
+    FILE *f = fopen(cfg, "w");
+    fputs("{\"model_type\": \"mamba9\", \"hidden_size\": 64}", f);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "cp " GOLDEN_DIR "llama-hf/model.safetensors %s", st);
+    ASSERT_TRUE(system(cmd) == 0);
+    tm_model_params mp = tm_model_params_default();
+    mp.path = dir;
+    tm_model *m = NULL;
+    EXPECT_EQ_INT(tm_model_load(&mp, &m), TM_ERR_UNSUPPORTED);
+    EXPECT_TRUE(strstr(tm_last_error(), "mamba9") != NULL);
+    /* the qwen2 recipe on llama weights: the q/k/v biases are missing */
+    snprintf(cmd, sizeof cmd,
+             "sed 's/\"model_type\": \"llama\"/\"model_type\": \"qwen2\"/' " GOLDEN_DIR
+             "llama-hf/config.json > %s",
+             cfg);
+    ASSERT_TRUE(system(cmd) == 0);
+    EXPECT_EQ_INT(tm_model_load(&mp, &m), TM_ERR_NOT_FOUND);
+    EXPECT_TRUE(strstr(tm_last_error(), "model.layers.0.self_attn.q_proj.bias") != NULL);
+    unlink(cfg);
+    unlink(st);
+    rmdir(dir);
+}
+
+/* A prompt longer than the context is refused with both numbers. */
+TEST(prompt_longer_than_context) {
+    tm_model_params mp = tm_model_params_default();
+    mp.path = GOLDEN_DIR "llama.gguf";
+    tm_model *m = NULL;
+    ASSERT_OK(tm_model_load(&mp, &m));
+    tm_ctx_params cp = tm_ctx_params_default();
+    cp.n_ctx = 16;
+    cp.n_batch = 16;
+    cp.n_threads = 1;
+    tm_ctx *ctx = NULL;
+    ASSERT_OK(tm_ctx_init(m, &cp, &ctx));
+    int32_t ids[20] = {0};
+    EXPECT_EQ_INT(tm_ctx_decode(ctx, ids, 20), TM_ERR_INVALID);
+    EXPECT_TRUE(strstr(tm_last_error(), "20 tokens") != NULL);
+    EXPECT_OK(tm_ctx_decode(ctx, ids, 10));
+    EXPECT_EQ_INT(tm_ctx_decode(ctx, ids, 10), TM_ERR_FULL);
+    EXPECT_TRUE(strstr(tm_last_error(), "context full") != NULL);
+    float v[64];
+    EXPECT_EQ_INT(tm_ctx_embed(ctx, m, ids, 4, v, 64), TM_ERR_INVALID); /* not an embedder */
+    tm_ctx_free(ctx);
+    tm_model_free(m);
+}
+
 /* The decode step must not allocate: measure, reserve, run. */
 TEST(decode_does_not_allocate) {
     tm_model_params mp = tm_model_params_default();
