@@ -6,11 +6,18 @@ import re
 import socket
 import subprocess
 import time
+import os
+import pathlib
 import urllib.request
 
 import pytest
 
-from conftest import build_dir
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def build_dir() -> pathlib.Path:
+    return pathlib.Path(os.environ.get("TM_BUILD_DIR", ROOT / "build" / "release"))
+
 
 openai = pytest.importorskip("openai")
 

@@ -1,0 +1,1 @@
+"""API end-to-end tests (a package, so its conftest does not shadow tests/py/conftest)."""
