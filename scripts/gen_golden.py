@@ -20,6 +20,8 @@ live on different machines here:
 
     python scripts/gen_golden.py hf   --out /tmp/golden_npz
     python scripts/gen_golden.py gguf --npz /tmp/golden_npz --out tests/golden/models
+    python scripts/gen_golden.py embed --model models/all-MiniLM-L6-v2 \
+        --out tests/golden/minilm_embeddings.json    (MiniLM sentence embeddings)
 
   With --hf-dir tests/golden/models, stage "hf" also saves each model with save_pretrained
   as <family>-hf/ (float32) and a few half-precision variants (see HF_VARIANTS): the same
@@ -348,14 +350,52 @@ def norm_w(family, w):
     return w + 1.0 if family == "gemma3" else w
 
 
+# ---------------------------------------------------------------------------------------------
+# stage embed: sentence embeddings of the real all-MiniLM-L6-v2 (BERT recipe, mean pooling)
+# ---------------------------------------------------------------------------------------------
+SENTENCES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "TensorMesh runs transformer models on the CPU.",
+    "A sentence embedding maps text to a vector.",
+    "Hello, world!",
+]
+
+
+def stage_embed(model_dir, out_path):
+    import torch
+    import transformers
+
+    tok = transformers.AutoTokenizer.from_pretrained(model_dir)
+    model = transformers.AutoModel.from_pretrained(model_dir, attn_implementation="eager").eval()
+    cases = []
+    with torch.no_grad():
+        for text in SENTENCES:
+            enc = tok(text, return_tensors="pt")
+            h = model(**enc).last_hidden_state[0]  # [T, 384]
+            # sentence-transformers Pooling(mean) + Normalize, one unpadded sentence
+            v = torch.nn.functional.normalize(h.mean(0), dim=0)
+            cases.append({"text": text, "ids": enc["input_ids"][0].tolist(),
+                          "embedding": [round(float(x), 7) for x in v]})
+    info = {"model": "sentence-transformers/all-MiniLM-L6-v2", "pooling": "mean, L2-normalized",
+            "oracle": f"transformers {transformers.__version__}, torch {torch.__version__}, "
+                      "float32 eager, CPU",
+            "tol": 1e-4, "cases": cases}
+    with open(out_path, "w") as f:
+        json.dump(info, f, indent=0)
+    print("wrote", out_path, len(cases), "sentences")
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("stage", choices=["hf", "gguf"])
+    ap.add_argument("stage", choices=["hf", "gguf", "embed"])
+    ap.add_argument("--model", default="models/all-MiniLM-L6-v2", help="stage embed")
     ap.add_argument("--out", required=True)
     ap.add_argument("--npz", default=None)
     ap.add_argument("--hf-dir", default=None, help="stage hf: also save HF folders here")
     a = ap.parse_args()
-    if a.stage == "hf":
+    if a.stage == "embed":
+        stage_embed(a.model, a.out)
+    elif a.stage == "hf":
         stage_hf(a.out, a.hf_dir)
     else:
         stage_gguf(a.npz, a.out)

@@ -304,6 +304,61 @@ TEST(prompt_longer_than_context) {
     tm_model_free(m);
 }
 
+/* all-MiniLM-L6-v2 (BERT recipe from its HF folder): mean-pooled, normalized
+ * sentence embeddings equal sentence-transformers' (tests/golden/minilm_embeddings.json,
+ * scripts/gen_golden.py embed) within 1e-4 absolute and 1e-4 in cosine. */
+TEST(embed_minilm) {
+    const char *dir = tm_test_minilm_dir();
+    if (dir == NULL) {
+        printf("  SKIPPED: models/all-MiniLM-L6-v2 is absent (scripts/fetch_models.sh minilm)\n");
+        return;
+    }
+    json_error_t err;
+    json_t      *meta = json_load_file(TM_SOURCE_DIR "/tests/golden/minilm_embeddings.json", 0, &err);
+    ASSERT_TRUE(meta != NULL);
+    tm_model_params mp = tm_model_params_default();
+    mp.path = dir;
+    tm_model *m = NULL;
+    ASSERT_OK(tm_model_load(&mp, &m));
+    const int32_t E = tm_model_n_embd_out(m);
+    EXPECT_EQ_INT(E, 384);
+    tm_ctx_params cp = tm_ctx_params_default();
+    cp.n_ctx = 64;
+    cp.n_threads = 2;
+    tm_ctx *ctx = NULL;
+    ASSERT_OK(tm_ctx_init(m, &cp, &ctx));
+    json_t *cases = json_object_get(meta, "cases");
+    double  worst_abs = 0, worst_cos = 0;
+    for (size_t c = 0; c < json_array_size(cases); c++) {
+        json_t *cs = json_array_get(cases, c), *jids = json_object_get(cs, "ids");
+        json_t *want = json_object_get(cs, "embedding");
+        int32_t ids[64], n = (int32_t)json_array_size(jids);
+        ASSERT_TRUE(n <= 64 && json_array_size(want) == (size_t)E);
+        for (int32_t i = 0; i < n; i++)
+            ids[i] = (int32_t)json_integer_value(json_array_get(jids, (size_t)i));
+        float v[384];
+        ASSERT_OK(tm_ctx_embed(ctx, m, ids, n, v, E));
+        double dot = 0, n1 = 0, n2 = 0;
+        for (int32_t i = 0; i < E; i++) {
+            double w = json_real_value(json_array_get(want, (size_t)i));
+            worst_abs = fmax(worst_abs, fabs(v[i] - w));
+            dot += v[i] * w;
+            n1 += (double)v[i] * v[i];
+            n2 += w * w;
+        }
+        worst_cos = fmax(worst_cos, 1.0 - dot / sqrt(n1 * n2));
+    }
+    printf("  MiniLM: max abs error %.3g, max 1 - cos %.3g\n", worst_abs, worst_cos);
+    EXPECT_TRUE(worst_abs < 1e-4);
+    EXPECT_TRUE(worst_cos < 1e-4);
+    /* more tokens than the context holds: an error, not a crash */
+    int32_t many[80] = {0};
+    EXPECT_TRUE(tm_ctx_embed(ctx, m, many, 80, (float[384]){0}, E) != TM_OK);
+    tm_ctx_free(ctx);
+    tm_model_free(m);
+    json_decref(meta);
+}
+
 /* The decode step must not allocate: measure, reserve, run. */
 TEST(decode_does_not_allocate) {
     tm_model_params mp = tm_model_params_default();
