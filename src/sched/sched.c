@@ -342,7 +342,7 @@ static bool slot_release_text(sched_slot *sl, bool final) {
         sl->finish = TM_FINISH_ERROR;
     if (matched) {
         sl->hold_len = 0;
-    } else {
+    } else if (n > 0) {
         memmove(sl->hold, sl->hold + n, sl->hold_len - n);
         sl->hold_len -= n;
     }
