@@ -48,6 +48,15 @@ PROMPTS = [
     [1] + [(i * 37 + 11) % VOCAB for i in range(19)],
 ]
 
+# Families fixtured from their HF folder only (no GGUF conversion here): stage hf writes
+# <family>-hf/, <family>.json and <family>.logits.f32 straight into --hf-dir.
+HF_ONLY_FAMILIES = {
+    "mistral": ("MistralConfig", {"rope_theta": 10000.0, "sliding_window": 4}),
+    "phi3": ("Phi3Config", {"rope_theta": 10000.0, "sliding_window": 6}),
+    "gpt2": ("GPT2Config", {"rope_theta": 10000.0, "n_inner": FFN,
+                            "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5}),
+}
+
 # family -> (config class name, extra config kwargs)
 FAMILIES = {
     "llama": ("LlamaConfig", {"rope_theta": 10000.0}),
@@ -71,15 +80,18 @@ FAMILIES = {
 # stage hf
 # ---------------------------------------------------------------------------------------------
 def make_config(transformers, family):
-    cls_name, extra = FAMILIES[family]
+    cls_name, extra = {**FAMILIES, **HF_ONLY_FAMILIES}[family]
     cls = getattr(transformers, cls_name)
     kw = dict(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=FFN,
               num_hidden_layers=N_LAYER, num_attention_heads=N_HEAD,
               num_key_value_heads=N_HEAD_KV, max_position_embeddings=128,
-              rms_norm_eps=1e-5, tie_word_embeddings=(family in ("qwen3", "gemma3")),
+              rms_norm_eps=1e-5, tie_word_embeddings=(family in ("qwen3", "gemma3", "gpt2")),
               bos_token_id=1, eos_token_id=2, pad_token_id=0)
     if family == "qwen2":
         kw["use_sliding_window"] = False
+    if family == "gpt2":  # GPT2Config has no GQA, RMSNorm or intermediate_size (n_inner)
+        for k in ("num_key_value_heads", "rms_norm_eps", "intermediate_size"):
+            kw.pop(k)
     kw.update(extra)
     # transformers 5 moved RoPE settings into rope_parameters; older versions take
     # rope_theta / rope_scaling directly. Try the new form first.
@@ -134,13 +146,28 @@ def save_hf_folders(model, family, hf_dir):
                 f.write(lg.float().numpy().astype("<f4").tobytes())
 
 
+def write_reference(out_dir, family, meta, logits):
+    """<family>.logits.f32 and <family>.json as stage gguf writes them (no .gguf)."""
+    with open(os.path.join(out_dir, f"{family}.logits.f32"), "wb") as f:
+        for lg in logits:
+            f.write(np.ascontiguousarray(lg, dtype="<f4").tobytes())
+    info = {"family": family, "arch": family, "hf": f"{family}-hf",
+            "logits": f"{family}.logits.f32", "n_vocab": VOCAB,
+            "prompts": meta["prompts"], "greedy": meta["greedy"],
+            "min_top2_margin": meta["min_top2_margin"], "rel_tol": 1e-4,
+            "oracle": f"transformers {meta['transformers']}, torch {meta['torch']}, "
+                      "float32 eager, CPU", "seed": meta["seed"]}
+    with open(os.path.join(out_dir, f"{family}.json"), "w") as f:
+        json.dump(info, f, indent=1)
+
+
 def stage_hf(out_dir, hf_dir=None):
     import torch
     import transformers
 
     torch.set_num_threads(4)
     os.makedirs(out_dir, exist_ok=True)
-    for family in FAMILIES:
+    for family in list(FAMILIES) + (list(HF_ONLY_FAMILIES) if hf_dir else []):
         torch.manual_seed(SEED)
         cfg = make_config(transformers, family)
         cfg._attn_implementation = "eager"
@@ -187,6 +214,9 @@ def stage_hf(out_dir, hf_dir=None):
             "transformers": transformers.__version__,
             "seed": SEED,
         }
+        if family in HF_ONLY_FAMILIES:
+            write_reference(hf_dir, family, meta, logits)
+            continue
         arrays = {"w." + k: v for k, v in sd.items()}
         for i, lg in enumerate(logits):
             arrays[f"logits.{i}"] = lg

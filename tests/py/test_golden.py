@@ -1,8 +1,8 @@
 """Golden tests of `lctl run` against independent references.
 
-- Every HF fixture in tests/golden/models: `lctl run --ids ... --temp 0 --print-ids`
-  must reproduce transformers' 16-token greedy continuation (logits are compared
-  in C, tests/unit/test_model.c).
+- Every HF fixture in tests/golden/models, from its GGUF file and from its HF
+  folder: `lctl run --ids ... --temp 0 --print-ids` must reproduce transformers'
+  16-token greedy continuation (logits are compared in C, tests/unit/test_model.c).
 - stories260K (llama2.c checkpoint): greedy ids must equal a small numpy
   reimplementation of llama2.c's run.c forward pass, written here from its
   description (RMSNorm, interleaved RoPE, GQA attention, SwiGLU).
@@ -18,17 +18,20 @@ from conftest import ROOT, run
 
 GOLDEN = ROOT / "tests" / "golden" / "models"
 FAMILIES = sorted(p.stem for p in GOLDEN.glob("*.json"))
+# every fixture source: the GGUF conversion and the HF folder (config.json + safetensors)
+SOURCES = [(f, src) for f in FAMILIES for src in (f"{f}.gguf", f"{f}-hf")
+           if (GOLDEN / src).exists()]
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_hf_greedy(lctl, family):
+@pytest.mark.parametrize("family,source", SOURCES)
+def test_hf_greedy(lctl, family, source):
     meta = json.loads((GOLDEN / f"{family}.json").read_text())
     for prompt, want in zip(meta["prompts"], meta["greedy"]):
-        r = run([lctl, "run", GOLDEN / meta["gguf"], "--ids", ",".join(map(str, prompt)),
+        r = run([lctl, "run", GOLDEN / source, "--ids", ",".join(map(str, prompt)),
                  "-n", len(want), "--temp", 0, "--print-ids", "--ignore-eos", "-t", 2])
         assert r.returncode == 0, r.stderr.decode()
         got = [int(x) for x in r.stdout.split()]
-        assert got == want, f"{family}: {got} != HF {want}"
+        assert got == want, f"{source}: {got} != HF {want}"
 
 
 # ---- llama2.c reference ------------------------------------------------------------------

@@ -154,6 +154,13 @@ TEST(golden_hf_llama3) { run_golden_src("llama3", "%s-hf", NULL, TM_DTYPE_F32, 1
 TEST(golden_hf_qwen2) { run_golden_src("qwen2", "%s-hf", NULL, TM_DTYPE_F32, 1.0); }
 TEST(golden_hf_qwen3) { run_golden_src("qwen3", "%s-hf", NULL, TM_DTYPE_F32, 1.0); }
 TEST(golden_hf_gemma3) { run_golden_src("gemma3", "%s-hf", NULL, TM_DTYPE_F32, 1.0); }
+/* Families fixtured from HF folders only: mistral (sliding window 4 on every layer),
+ * phi3 (fused qkv_proj and gate_up_proj, window 6), gpt2 (LayerNorm, learned positions,
+ * biases, GELU, tied output, Conv1D weights). */
+TEST(golden_hf_mistral) { run_golden_src("mistral", "%s-hf", NULL, TM_DTYPE_F32, 1.0); }
+TEST(golden_hf_phi3) { run_golden_src("phi3", "%s-hf", NULL, TM_DTYPE_F32, 1.0); }
+TEST(golden_hf_gpt2) { run_golden_src("gpt2", "%s-hf", NULL, TM_DTYPE_F32, 1.0); }
+
 /* Half-precision weights: against transformers run on the same rounded weights in
  * float32 (reference.logits.f32 in the folder) at the float32 tolerance, and against
  * the float32 model: F16 < 1e-2; BF16 (8-bit mantissa) measures 2.1e-2, bound 3e-2.
