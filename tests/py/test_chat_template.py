@@ -208,3 +208,40 @@ def test_errors_go_to_stderr(lctl, tmp_path):
     assert b"bad.jinja:3:" in proc.stderr
     proc = subprocess.run([str(lctl), "template", "--help"], capture_output=True, timeout=60)
     assert proc.returncode == 0 and b"usage: lctl template render" in proc.stdout
+
+
+DEFAULT_GGUF = ROOT / "models" / "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+
+
+@pytest.fixture(scope="module")
+def default_gguf_template():
+    """(template, bos, eos) of the default model, read once with the gguf package."""
+    gguf = pytest.importorskip("gguf")
+    if not DEFAULT_GGUF.exists():
+        pytest.skip(f"SKIPPED: {DEFAULT_GGUF} absent (scripts/fetch_models.sh default)")
+    r = gguf.GGUFReader(str(DEFAULT_GGUF))
+
+    def field_str(k):
+        f = r.fields[k]
+        return bytes(f.parts[f.data[0]]).decode("utf-8")
+
+    def token(k):
+        f = r.fields[k]
+        i = int(f.parts[f.data[0]][0])
+        t = r.fields["tokenizer.ggml.tokens"]
+        return bytes(t.parts[t.data[i]]).decode("utf-8")
+
+    return (field_str("tokenizer.chat_template"), token("tokenizer.ggml.bos_token_id"),
+            token("tokenizer.ggml.eos_token_id"))
+
+
+@pytest.mark.parametrize("agp", [False, True], ids=["nogen", "gen"])
+@pytest.mark.parametrize("conv_path", CONVS, ids=[p.stem for p in CONVS])
+def test_default_model_gguf_template(lctl, tmp_path, default_gguf_template, conv_path, agp):
+    """The real default model's own template, read from its GGUF (tokenizer.chat_template),
+    with bos/eos looked up through its token ids, against jinja2."""
+    text, bos, eos = default_gguf_template
+    conv = json.loads(conv_path.read_text(encoding="utf-8"))
+    expected, err = oracle(text, conv, agp, bos, eos)
+    proc = run_lctl(lctl, [str(DEFAULT_GGUF)], conv, agp, None, None, tmp_path)
+    check(proc, expected, err)
