@@ -87,8 +87,8 @@ tm_status tm_recipe_check(const char *json, size_t len);
 
 const tm_hparams *tm_model_get_hparams(const tm_model *model); /* owned by model */
 /* Length of an embedding model's output vector (n_embd); 0 for language models. */
-int32_t tm_model_n_embd_out(const tm_model *model);
-const char       *tm_model_arch(const tm_model *model);        /* owned by model */
+int32_t     tm_model_n_embd_out(const tm_model *model);
+const char *tm_model_arch(const tm_model *model); /* owned by model */
 /* The open GGUF (e.g. for its tokenizer); NULL for other sources. Owned by model. */
 const tm_gguf *tm_model_gguf(const tm_model *model);
 
@@ -121,11 +121,11 @@ const float *tm_ctx_logits(const tm_ctx *ctx, int32_t i);
  * model ctx was made from, n_out == tm_model_n_embd_out(model). TM_ERR_INVALID for a
  * language model or a wrong n_out; decode errors as tm_ctx_decode (too many tokens:
  * TM_ERR_INVALID / TM_ERR_FULL). */
-tm_status tm_ctx_embed(tm_ctx *ctx, const tm_model *model, const int32_t *tokens,
-                       int32_t n_tokens, float *out, int32_t n_out);
-int32_t      tm_ctx_n_past(const tm_ctx *ctx);
-int32_t      tm_ctx_n_ctx(const tm_ctx *ctx);
-void         tm_ctx_clear(tm_ctx *ctx); /* forget the sequence: n_past = 0 */
+tm_status tm_ctx_embed(tm_ctx *ctx, const tm_model *model, const int32_t *tokens, int32_t n_tokens,
+                       float *out, int32_t n_out);
+int32_t   tm_ctx_n_past(const tm_ctx *ctx);
+int32_t   tm_ctx_n_ctx(const tm_ctx *ctx);
+void      tm_ctx_clear(tm_ctx *ctx); /* forget the sequence: n_past = 0 */
 /* Keeps the first n_past positions and forgets the rest (e.g. to reuse a cached
  * prompt prefix). TM_ERR_INVALID when n_past is negative or beyond tm_ctx_n_past(). */
 tm_status tm_ctx_truncate(tm_ctx *ctx, int32_t n_past);

@@ -97,10 +97,12 @@ void tm__graph_build(const tm_model *m, tm_graph *g, const tm_build_params *bp,
         tm_tensor *act;
         switch (r->mlp) {
         case TM_MLP_SWIGLU:
-            act = tm_mul(g, tm_silu(g, gb_linear(g, &w[TM_SLOT_FFN_GATE], &b[TM_SLOT_FFN_GATE], h)), up);
+            act = tm_mul(g, tm_silu(g, gb_linear(g, &w[TM_SLOT_FFN_GATE], &b[TM_SLOT_FFN_GATE], h)),
+                         up);
             break;
         case TM_MLP_GEGLU:
-            act = tm_mul(g, tm_gelu(g, gb_linear(g, &w[TM_SLOT_FFN_GATE], &b[TM_SLOT_FFN_GATE], h)), up);
+            act = tm_mul(g, tm_gelu(g, gb_linear(g, &w[TM_SLOT_FFN_GATE], &b[TM_SLOT_FFN_GATE], h)),
+                         up);
             break;
         case TM_MLP_GELU: act = tm_gelu(g, up); break;
         default: act = tm_gelu_erf(g, up); break;

@@ -149,7 +149,8 @@ typedef struct model_src_tensor {
 
 /* Finds name in the model's source. HF: when absent, retries without the first dotted
  * segment, so "transformer.h.0.ln_1" also finds a bare GPT2Model's "h.0.ln_1". */
-static tm_status model_find(const tm_model *m, const char *name, model_src_tensor *out, bool *found) {
+static tm_status model_find(const tm_model *m, const char *name, model_src_tensor *out,
+                            bool *found) {
     *found = false;
     memset(out, 0, sizeof *out);
     if (m->gguf != NULL) {
@@ -170,8 +171,9 @@ static tm_status model_find(const tm_model *m, const char *name, model_src_tenso
     if (st == NULL)
         return TM_OK;
     if (st->dtype == TM_DTYPE_COUNT || st->n_dims > 4)
-        return tm_fail(TM_ERR_UNSUPPORTED, "model: tensor '%s' has dtype %s and %d dims: not a weight",
-                       st->name, tm_st_dtype_name(st->st_dtype), (int)st->n_dims);
+        return tm_fail(TM_ERR_UNSUPPORTED,
+                       "model: tensor '%s' has dtype %s and %d dims: not a weight", st->name,
+                       tm_st_dtype_name(st->st_dtype), (int)st->n_dims);
     out->dtype = st->dtype;
     out->n_dims = (int)st->n_dims;
     for (int i = 0; i < 4; i++)
@@ -201,8 +203,8 @@ static void model_name(char *buf, size_t cap, const char *pat, int32_t il, bool 
  * the source holds it as F16/BF16 or unaligned, or when the recipe wants 1 + w
  * (Gemma's HF norms). These are < 0.1% of the bytes; matrices are never copied
  * except Conv1D transposes. */
-static tm_status model_f32_copy(tm_model *m, tm_tensor *t, const model_src_tensor *src,
-                                int64_t n, float add, const char *name) {
+static tm_status model_f32_copy(tm_model *m, tm_tensor *t, const model_src_tensor *src, int64_t n,
+                                float add, const char *name) {
     float *buf = tm__model_alloc(m, (size_t)n * sizeof(float));
     if (buf == NULL)
         return tm_fail(TM_ERR_NOMEM, "model: %s", name);
@@ -236,8 +238,9 @@ static tm_status model_transpose(tm_model *m, tm_tensor *t, const model_src_tens
     const size_t esz = (size_t)tm_dtype_get_traits(src->dtype)->type_size;
     for (int64_t i = 0; i < n_in; i++)
         for (int64_t o = 0; o < n_out; o++) {
-            const unsigned char *p = (const unsigned char *)src->data + ((size_t)i * (size_t)n_out + (size_t)o) * esz;
-            float                v;
+            const unsigned char *p =
+                (const unsigned char *)src->data + ((size_t)i * (size_t)n_out + (size_t)o) * esz;
+            float v;
             if (src->dtype == TM_DTYPE_F32) {
                 memcpy(&v, p, 4);
             } else {
@@ -297,14 +300,16 @@ static tm_status model_tensor(tm_model *m, tm_tensor *t, tm_slot s, int32_t il, 
         return tm_fail(TM_ERR_UNSUPPORTED,
                        "model: tensor '%s' has dtype %s, which has no CPU kernel yet", name,
                        tm_dtype_name(src.dtype));
-    const bool plain = src.dtype == TM_DTYPE_F32 || src.dtype == TM_DTYPE_F16 ||
-                       src.dtype == TM_DTYPE_BF16;
+    const bool plain =
+        src.dtype == TM_DTYPE_F32 || src.dtype == TM_DTYPE_F16 || src.dtype == TM_DTYPE_BF16;
     const bool aligned = ((uintptr_t)src.data % (uintptr_t)tr->type_size) == 0;
     if (n_dims == 1) {
         if (!plain)
-            return tm_fail(TM_ERR_UNSUPPORTED, "model: 1-D tensor '%s' must be f32/f16/bf16, not %s",
-                           name, tm_dtype_name(src.dtype));
-        const float add = hf && m->recipe.hf_norm_add_one && !bias && model_is_norm(s) ? 1.0f : 0.0f;
+            return tm_fail(TM_ERR_UNSUPPORTED,
+                           "model: 1-D tensor '%s' must be f32/f16/bf16, not %s", name,
+                           tm_dtype_name(src.dtype));
+        const float add =
+            hf && m->recipe.hf_norm_add_one && !bias && model_is_norm(s) ? 1.0f : 0.0f;
         if (src.dtype != TM_DTYPE_F32 || !aligned || add != 0.0f)
             return model_f32_copy(m, t, &src, ne0, add, name);
         tm_tensor_init(t, src.dtype, 1, want, (void *)src.data);
@@ -432,16 +437,17 @@ tm_status tm__model_load_tensors(tm_model *m) {
     hp->n_vocab = (int32_t)te.ne[1];
     const int64_t E = hp->n_embd;
 #define G(slot, is_b, req, nd, n0, n1)                                                             \
-    TM_TRY(model_tensor(m, is_b ? &m->b[TM_SLOT_##slot] : &m->w[TM_SLOT_##slot], TM_SLOT_##slot, 0, \
-                        is_b, req, nd, n0, n1))
+    TM_TRY(model_tensor(m, is_b ? &m->b[TM_SLOT_##slot] : &m->w[TM_SLOT_##slot], TM_SLOT_##slot,   \
+                        0, is_b, req, nd, n0, n1))
     G(TOKEN_EMBD, false, true, 2, E, hp->n_vocab);
     if (r->pos == TM_POS_LEARNED)
         G(POS_EMBD, false, true, 2, E, -1);
     if (r->token_types) {
         G(TOKEN_TYPES, false, true, 2, E, -1);
         /* token type 0 for every token: its row, as an F32 bias */
-        const tm_tensor  *tt = &m->w[TM_SLOT_TOKEN_TYPES];
-        model_src_tensor  row = {.dtype = tt->dtype, .n_dims = 1, .ne = {E, 1, 1, 1}, .data = tt->data};
+        const tm_tensor *tt = &m->w[TM_SLOT_TOKEN_TYPES];
+        model_src_tensor row = {
+            .dtype = tt->dtype, .n_dims = 1, .ne = {E, 1, 1, 1}, .data = tt->data};
         if (tt->dtype != TM_DTYPE_F32 && tt->dtype != TM_DTYPE_F16 && tt->dtype != TM_DTYPE_BF16)
             return tm_fail(TM_ERR_UNSUPPORTED, "model: token types must be f32/f16/bf16");
         TM_TRY(model_f32_copy(m, &m->tt0, &row, E, 0.0f, "token types"));

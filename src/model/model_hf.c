@@ -142,8 +142,8 @@ tm_status tm__model_load_hf(tm_model *m, const char *dir, const tm_recipe *user)
                   "num_attention_heads"));
     int64_t kv = mi->num_key_value_heads >= 0 ? mi->num_key_value_heads : hp->n_head;
     TM_TRY(hf_int(m->hf, kv, NULL, NULL, -1, &hp->n_head_kv, "num_key_value_heads"));
-    TM_TRY(hf_int(m->hf, mi->intermediate_size, "n_inner", NULL, 4 * (int64_t)hp->n_embd,
-                  &hp->n_ff, "intermediate_size"));
+    TM_TRY(hf_int(m->hf, mi->intermediate_size, "n_inner", NULL, 4 * (int64_t)hp->n_embd, &hp->n_ff,
+                  "intermediate_size"));
     int64_t hd = mi->head_dim >= 0 ? mi->head_dim : (hp->n_head > 0 ? hp->n_embd / hp->n_head : 0);
     TM_TRY(hf_int(m->hf, hd, NULL, NULL, -1, &hp->head_dim, "head_dim"));
     TM_TRY(hf_int(m->hf, mi->max_position_embeddings, "n_positions", NULL, 2048, &hp->n_ctx_train,

@@ -86,30 +86,30 @@ typedef struct tm_recipe {
     const char  *arch;           /* GGUF general.architecture */
     const char  *hf_model_types; /* config.json model_type values, comma-separated; or NULL */
     tm_norm_kind norm;
-    bool         norm_post;   /* x = norm(x + f(x)) (BERT) instead of x = x + f(norm(x)) */
-    tm_pos_kind  pos;         /* rope or learned positions */
-    tm_rope_mode rope_mode;   /* GGUF weights (llama: q/k rows permuted -> norm) */
+    bool         norm_post;    /* x = norm(x + f(x)) (BERT) instead of x = x + f(norm(x)) */
+    tm_pos_kind  pos;          /* rope or learned positions */
+    tm_rope_mode rope_mode;    /* GGUF weights (llama: q/k rows permuted -> norm) */
     tm_rope_mode hf_rope_mode; /* HF weights: rotate_half layout -> neox */
     tm_mlp_kind  mlp;
-    bool         causal;         /* false: bidirectional attention (encoders) */
-    tm_pool_kind pooling;        /* TM_POOL_MEAN: embedding model, no output head */
-    bool         qkv_bias;       /* attn_{q,k,v}.bias required */
-    bool         bias;           /* every linear and LayerNorm has a bias (required) */
-    bool         qk_norm;        /* RMSNorm over head_dim of q and k before RoPE */
-    bool         post_norms;     /* norm of the attention and FFN outputs (gemma) */
-    bool         embd_scale;     /* embeddings times sqrt(n_embd) */
-    bool         embd_norm;      /* norm of the embeddings (BERT) */
-    bool         token_types;    /* add token-type row 0 to the embeddings (BERT) */
-    bool         tied_output;    /* output.weight may be absent: reuse token_embd */
-    bool         fused_qkv;      /* one attn_qkv [E, Q + 2 KV] instead of q, k, v */
-    bool         fused_gate_up;  /* ffn_up holds [gate; up] rows, [E, 2F] (phi3) */
+    bool         causal;          /* false: bidirectional attention (encoders) */
+    tm_pool_kind pooling;         /* TM_POOL_MEAN: embedding model, no output head */
+    bool         qkv_bias;        /* attn_{q,k,v}.bias required */
+    bool         bias;            /* every linear and LayerNorm has a bias (required) */
+    bool         qk_norm;         /* RMSNorm over head_dim of q and k before RoPE */
+    bool         post_norms;      /* norm of the attention and FFN outputs (gemma) */
+    bool         embd_scale;      /* embeddings times sqrt(n_embd) */
+    bool         embd_norm;       /* norm of the embeddings (BERT) */
+    bool         token_types;     /* add token-type row 0 to the embeddings (BERT) */
+    bool         tied_output;     /* output.weight may be absent: reuse token_embd */
+    bool         fused_qkv;       /* one attn_qkv [E, Q + 2 KV] instead of q, k, v */
+    bool         fused_gate_up;   /* ffn_up holds [gate; up] rows, [E, 2F] (phi3) */
     bool         hf_norm_add_one; /* HF norm weights are w in x * (1 + w) (gemma) */
     bool         hf_conv1d;       /* HF per-layer matrices are Conv1D [in, out] (gpt2) */
     tm_swa_kind  swa;
-    int32_t      swa_period;     /* TM_SWA_PERIODIC */
-    float        rope_theta_swa; /* theta of sliding layers; 0 = the global theta */
-    float        attn_softcap;   /* 0 = none */
-    float        final_softcap;  /* 0 = none */
+    int32_t      swa_period;              /* TM_SWA_PERIODIC */
+    float        rope_theta_swa;          /* theta of sliding layers; 0 = the global theta */
+    float        attn_softcap;            /* 0 = none */
+    float        final_softcap;           /* 0 = none */
     const char  *names[TM_SLOT_COUNT];    /* GGUF base names; NULL = default, "" = none */
     const char  *hf_names[TM_SLOT_COUNT]; /* HF base names; NULL = llama layout default */
 } tm_recipe;
@@ -140,7 +140,7 @@ typedef struct tm_owned {
     _Alignas(max_align_t) unsigned char data[]; /* malloc alignment */
 } tm_owned;
 
-typedef struct tm_st_file  tm_st_file;
+typedef struct tm_st_file   tm_st_file;
 typedef struct tm_hf_config tm_hf_config;
 
 /* Tensors with data == NULL are absent. */
@@ -154,7 +154,7 @@ struct tm_model {
     tm_hf_config *hf;   /* HF config.json, or NULL */
     tm_mmap       map;  /* llama2.c source mapping */
     tm_owned     *owned;
-    tm_rope_mode  rope_mode; /* of the loaded weights */
+    tm_rope_mode  rope_mode;              /* of the loaded weights */
     tm_tensor     w[TM_SLOT_FIRST_LAYER]; /* global weights by slot */
     tm_tensor     b[TM_SLOT_FIRST_LAYER]; /* global biases */
     tm_tensor     tt0;                    /* token-type row 0 as F32 [E] (BERT) */

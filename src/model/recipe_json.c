@@ -79,9 +79,10 @@ static tm_status rj_check_name(const char *map, const char *key, tm_slot s, cons
     const char *p = strstr(name, "{N}");
     const bool  layer = s >= TM_SLOT_FIRST_LAYER;
     if (layer && (p == NULL || strstr(p + 3, "{N}") != NULL))
-        return tm_fail(TM_ERR_FORMAT,
-                       "recipe: %s.%s: a per-layer name needs {N} (the layer) exactly once: '%.60s'",
-                       map, key, name);
+        return tm_fail(
+            TM_ERR_FORMAT,
+            "recipe: %s.%s: a per-layer name needs {N} (the layer) exactly once: '%.60s'", map, key,
+            name);
     if (!layer && p != NULL)
         return tm_fail(TM_ERR_FORMAT, "recipe: %s.%s: a model-level name cannot hold {N}", map,
                        key);
@@ -118,11 +119,12 @@ typedef struct rj_bool_key {
     size_t      off;
 } rj_bool_key;
 
-#define RJ_B(f) {#f, offsetof(tm_recipe, f)}
+#define RJ_B(f)                                                                                    \
+    { #f, offsetof(tm_recipe, f) }
 static const rj_bool_key rj_bools[] = {
-    RJ_B(causal),      RJ_B(qkv_bias),      RJ_B(bias),          RJ_B(qk_norm),
-    RJ_B(post_norms),  RJ_B(embd_scale),    RJ_B(embd_norm),     RJ_B(token_types),
-    RJ_B(tied_output), RJ_B(fused_qkv),     RJ_B(fused_gate_up), RJ_B(hf_norm_add_one),
+    RJ_B(causal),      RJ_B(qkv_bias),   RJ_B(bias),          RJ_B(qk_norm),
+    RJ_B(post_norms),  RJ_B(embd_scale), RJ_B(embd_norm),     RJ_B(token_types),
+    RJ_B(tied_output), RJ_B(fused_qkv),  RJ_B(fused_gate_up), RJ_B(hf_norm_add_one),
     RJ_B(hf_conv1d),
 };
 #undef RJ_B
@@ -136,7 +138,8 @@ static tm_status rj_parse(const json_t *root, tm_recipe *r, size_t *bytes) {
     if (base != NULL) {
         if (!json_is_string(base))
             return tm_fail(TM_ERR_FORMAT, "recipe: key 'base' must be a string");
-        const tm_recipe *b = tm__recipe_find(json_string_value(base), strlen(json_string_value(base)));
+        const tm_recipe *b =
+            tm__recipe_find(json_string_value(base), strlen(json_string_value(base)));
         if (b == NULL)
             return tm_fail(TM_ERR_FORMAT, "recipe: key 'base': unknown recipe '%.40s' (known: %s)",
                            json_string_value(base), tm__recipe_list());
@@ -193,7 +196,8 @@ static tm_status rj_parse(const json_t *root, tm_recipe *r, size_t *bytes) {
             r->swa = (tm_swa_kind)e;
         } else if (strcmp(k, "swa_period") == 0) {
             if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > 4096)
-                return tm_fail(TM_ERR_FORMAT, "recipe: key 'swa_period' must be an integer in 1..4096");
+                return tm_fail(TM_ERR_FORMAT,
+                               "recipe: key 'swa_period' must be an integer in 1..4096");
             r->swa_period = (int32_t)json_integer_value(v);
         } else if (strcmp(k, "rope_theta_swa") == 0) {
             TM_TRY(rj_get_float(k, v, &r->rope_theta_swa));
@@ -210,7 +214,8 @@ static tm_status rj_parse(const json_t *root, tm_recipe *r, size_t *bytes) {
             while (i < n && strcmp(k, rj_bools[i].key) != 0)
                 i++;
             if (i == n)
-                return tm_fail(TM_ERR_FORMAT, "recipe: unknown key '%.40s' (see docs/recipes.md)", k);
+                return tm_fail(TM_ERR_FORMAT, "recipe: unknown key '%.40s' (see docs/recipes.md)",
+                               k);
             if (!json_is_boolean(v))
                 return tm_fail(TM_ERR_FORMAT, "recipe: key '%s' must be true or false", k);
             *(bool *)((char *)r + rj_bools[i].off) = json_is_true(v);
@@ -222,7 +227,8 @@ static tm_status rj_parse(const json_t *root, tm_recipe *r, size_t *bytes) {
         return tm_fail(TM_ERR_FORMAT,
                        "recipe: key 'swa_period' is required with sliding_window \"periodic\"");
     if (r->fused_gate_up && r->mlp > TM_MLP_GEGLU)
-        return tm_fail(TM_ERR_FORMAT, "recipe: key 'fused_gate_up' needs a gated mlp (swiglu, geglu)");
+        return tm_fail(TM_ERR_FORMAT,
+                       "recipe: key 'fused_gate_up' needs a gated mlp (swiglu, geglu)");
     return TM_OK;
 }
 

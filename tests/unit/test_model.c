@@ -171,8 +171,8 @@ TEST(golden_hf_llama_f16_sharded) {
     run_golden_src("llama", "%s-hf-f16", NULL, TM_DTYPE_F32, 100.0);
 }
 TEST(golden_hf_qwen2_bf16) {
-    run_golden_ref("qwen2", "%s-hf-bf16", NULL, "qwen2-hf-bf16/reference.logits.f32",
-                   TM_DTYPE_F32, 1.0);
+    run_golden_ref("qwen2", "%s-hf-bf16", NULL, "qwen2-hf-bf16/reference.logits.f32", TM_DTYPE_F32,
+                   1.0);
     run_golden_src("qwen2", "%s-hf-bf16", NULL, TM_DTYPE_F32, 300.0);
 }
 
@@ -242,9 +242,10 @@ TEST(json_recipe_errors) {
                              "{\"arch\": \"x\", \"hf_tensors\": {\"ffn_gate\": null}}",
                              TM_ERR_NOT_FOUND, "ffn_gate");
     /* a wrong name pattern: the tensor it names is missing */
-    expect_recipe_load_error(GOLDEN_DIR "llama-hf",
-                             "{\"base\": \"llama\", \"hf_tensors\": {\"attn_q\": \"layers.{N}.wq\"}}",
-                             TM_ERR_NOT_FOUND, "layers.0.wq.weight");
+    expect_recipe_load_error(
+        GOLDEN_DIR "llama-hf",
+        "{\"base\": \"llama\", \"hf_tensors\": {\"attn_q\": \"layers.{N}.wq\"}}", TM_ERR_NOT_FOUND,
+        "layers.0.wq.weight");
     /* a fused layout on unfused weights: shape mismatch names the tensor */
     expect_recipe_load_error(GOLDEN_DIR "llama.gguf",
                              "{\"base\": \"llama\", \"fused_gate_up\": true}", TM_ERR_FORMAT,
@@ -321,7 +322,7 @@ TEST(embed_minilm) {
         return;
     }
     json_error_t err;
-    json_t      *meta = json_load_file(TM_SOURCE_DIR "/tests/golden/minilm_embeddings.json", 0, &err);
+    json_t *meta = json_load_file(TM_SOURCE_DIR "/tests/golden/minilm_embeddings.json", 0, &err);
     ASSERT_TRUE(meta != NULL);
     tm_model_params mp = tm_model_params_default();
     mp.path = dir;
