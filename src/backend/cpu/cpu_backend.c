@@ -10,6 +10,12 @@
  * - Every thread walks the same node list and computes its share of each node;
  *   the barrier after each node publishes the writes (acq_rel on the counter).
  * - No allocation after init: per-thread scratch is reserved up front.
+ * - Work sharing: kernels may claim chunks of a node from a shared counter
+ *   (tm__cpu_chunk_claim) instead of a fixed split, so a thread that the OS
+ *   deschedules (other processes on a busy host) does not hold the node back.
+ *   The last thread into the barrier resets the counter before releasing the
+ *   others; the pool a thread works for is found through a thread-local pointer
+ *   set for the duration of a graph.
  */
 #include <pthread.h>
 #include <sched.h>
@@ -17,6 +23,7 @@
 #include <string.h>
 
 #include "backend/cpu/cpu_int.h"
+#include "backend/cpu/simd_dot.h"
 
 typedef struct cpu_worker {
     tm_cpu_pool *pool;
@@ -37,6 +44,7 @@ struct tm_cpu_pool {
     atomic_int      barrier_count;
     atomic_int      barrier_phase;
     atomic_int      n_done;    /* workers finished with the current graph */
+    atomic_llong    chunk;     /* next chunk of the current node (tm__cpu_chunk_claim) */
     int32_t         n_started; /* threads created */
 };
 
@@ -57,6 +65,7 @@ static void cpu_barrier(tm_cpu_pool *p) {
     /* acq_rel: publishes this thread's writes of the node and sees the others'. */
     if (atomic_fetch_add_explicit(&p->barrier_count, 1, memory_order_acq_rel) == p->n_threads - 1) {
         atomic_store_explicit(&p->barrier_count, 0, memory_order_relaxed);
+        atomic_store_explicit(&p->chunk, 0, memory_order_relaxed); /* published by the release */
         /* release: the reset count and all node writes happen before the new phase. */
         atomic_fetch_add_explicit(&p->barrier_phase, 1, memory_order_release);
         return;
@@ -70,17 +79,31 @@ static void cpu_barrier(tm_cpu_pool *p) {
         }
 }
 
+/* The pool the calling thread computes a graph for; NULL outside a graph. */
+static _Thread_local tm_cpu_pool *cpu_tls_pool;
+
+int64_t tm__cpu_chunk_claim(void) {
+    tm_cpu_pool *p = cpu_tls_pool;
+    if (p == NULL)
+        return -1;
+    return (int64_t)atomic_fetch_add_explicit(&p->chunk, 1, memory_order_relaxed);
+}
+
 static void cpu_run_graph(tm_cpu_pool *p, const tm_graph *g, int ith) {
     void   *scratch = p->scratch + (size_t)ith * p->scratch_bytes;
     int32_t n = tm_graph_n_nodes(g);
+    cpu_tls_pool = p;
     for (int32_t i = 0; i < n; i++) {
         const tm_tensor *t = tm_graph_node(g, i);
         tm_cpu_kernel    k = cpu_kernels[t->op];
         if (k == NULL)
             continue; /* leaves and views */
         k(t, ith, p->n_threads, scratch);
+        if (p->n_threads == 1)
+            atomic_store_explicit(&p->chunk, 0, memory_order_relaxed);
         cpu_barrier(p);
     }
+    cpu_tls_pool = NULL;
 }
 
 static void *cpu_worker_main(void *arg) {

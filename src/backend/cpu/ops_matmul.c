@@ -9,10 +9,11 @@
  *   output is one call of the dtype's dot (plain C, AVX2, ... chosen at run
  *   time by tm__cpu_isa()). Error: about 1e-2 relative from the 8-bit
  *   activations for quantized weights; float weights stay within float rounding.
- * - Tiling for T > 1 (prefill): threads split the N weight rows; each thread
- *   walks its rows in tiles of MM_TILE_N rows and the columns in tiles of
- *   MM_TILE_T, so a weight tile is read from memory once and then reused from
- *   cache for every column of the batch.
+ * - Tiling for T > 1 (prefill): the N weight rows are cut into chunks of
+ *   MM_TILE_N rows that threads claim dynamically (tm__cpu_chunk_claim: a
+ *   thread the OS deschedules does not stall the node); a chunk walks the
+ *   columns in tiles of MM_TILE_T, so its weights are read from memory once and
+ *   then reused from cache for every column of the batch.
  * - Reference path (tm__cpu_set_use_ref(true), tests): each weight row is
  *   dequantized to f32 in thread scratch and dotted with 8 partial sums.
  * - Every thread quantizes all columns into its own scratch, so no barrier is
@@ -58,6 +59,33 @@ size_t tm__cpu_mul_mat_scratch(const tm_tensor *dst) {
     return s;
 }
 
+typedef struct mm_rows_args {
+    tm_cpu_vec_dot dot;
+    const char    *w;    /* weight rows */
+    size_t         wrow; /* bytes per weight row */
+    const char    *x;    /* activation columns (quantized or f32) */
+    size_t         xrow; /* bytes per activation column */
+    char          *y;
+    size_t         yrow; /* bytes per output column */
+    int64_t        K, T;
+} mm_rows_args;
+
+/* Outputs of weight rows [n0, n1) for every column, in tiles (see DESIGN). */
+static void mm_rows(const mm_rows_args *a, int64_t n0, int64_t n1) {
+    for (int64_t m0 = n0; m0 < n1; m0 += MM_TILE_N) {
+        const int64_t m1 = m0 + MM_TILE_N < n1 ? m0 + MM_TILE_N : n1;
+        for (int64_t t0 = 0; t0 < a->T; t0 += MM_TILE_T) {
+            const int64_t t1 = t0 + MM_TILE_T < a->T ? t0 + MM_TILE_T : a->T;
+            for (int64_t t = t0; t < t1; t++) {
+                const void *xt = a->x + (size_t)t * a->xrow;
+                float      *yt = (float *)(a->y + (size_t)t * a->yrow);
+                for (int64_t n = m0; n < m1; n++)
+                    a->dot(a->K, &yt[n], a->w + (size_t)n * a->wrow, xt);
+            }
+        }
+    }
+}
+
 static void mm_mul_mat_dot(const tm_tensor *dst, tm_cpu_vec_kind kind, int ith, int nth,
                            void *scratch) {
     const tm_tensor     *w = dst->src[0], *x = dst->src[1];
@@ -78,22 +106,17 @@ static void mm_mul_mat_dot(const tm_tensor *dst, tm_cpu_vec_kind kind, int ith, 
         }
         xq = scratch;
     }
-    int64_t r0, r1;
-    tm__cpu_split(N, ith, nth, &r0, &r1);
-    const char *wd = w->data;
-    char       *yd = dst->data;
-    for (int64_t n0 = r0; n0 < r1; n0 += MM_TILE_N) {
-        const int64_t n1 = n0 + MM_TILE_N < r1 ? n0 + MM_TILE_N : r1;
-        for (int64_t t0 = 0; t0 < T; t0 += MM_TILE_T) {
-            const int64_t t1 = t0 + MM_TILE_T < T ? t0 + MM_TILE_T : T;
-            for (int64_t t = t0; t < t1; t++) {
-                const void *xt = xq + (size_t)t * xrow;
-                float      *yt = (float *)(yd + (size_t)t * dst->nb[1]);
-                for (int64_t n = n0; n < n1; n++)
-                    dot(K, &yt[n], wd + (size_t)n * w->nb[1], xt);
-            }
-        }
+    const mm_rows_args a = {dot, w->data, w->nb[1], xq, xrow, dst->data, dst->nb[1], K, T};
+    int64_t            c = tm__cpu_chunk_claim();
+    if (c < 0) { /* no pool (single-node call): a fixed split */
+        int64_t r0, r1;
+        tm__cpu_split(N, ith, nth, &r0, &r1);
+        mm_rows(&a, r0, r1);
+        return;
     }
+    /* chunks of MM_TILE_N rows handed out dynamically (cpu_backend.c) */
+    for (; c * MM_TILE_N < N; c = tm__cpu_chunk_claim())
+        mm_rows(&a, c * MM_TILE_N, (c + 1) * MM_TILE_N < N ? (c + 1) * MM_TILE_N : N);
 }
 
 static float mm_dot_ref(const float *a, const float *b, int64_t n) {

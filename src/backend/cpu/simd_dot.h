@@ -87,4 +87,12 @@ void        tm__cpu_set_isa(tm_cpu_isa isa); /* clamped to what the CPU supports
 tm_cpu_isa  tm__cpu_isa_supported(void);
 const char *tm__cpu_isa_name(tm_cpu_isa isa);
 
+/* ---- work sharing (cpu_backend.c) ----------------------------------------------
+ * Inside a graph computed by the pool: the next chunk index of the current node,
+ * 0, 1, 2, ... across all threads (each index is handed out once; the counter
+ * restarts at the barrier after the node). -1 outside a pool (single-node test
+ * calls): the caller falls back to a fixed split. A kernel that uses it must
+ * claim until it gets an index past its last chunk. */
+int64_t tm__cpu_chunk_claim(void);
+
 #endif /* TM_SIMD_DOT_H */
