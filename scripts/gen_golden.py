@@ -161,6 +161,42 @@ def write_reference(out_dir, family, meta, logits):
         json.dump(info, f, indent=1)
 
 
+def stage_hf_bert(hf_dir):
+    """Tiny random BertModel (real BertConfig): <hf_dir>/bert-hf and bert.embed.json, the
+    sentence-transformers style embedding (mean over tokens, L2-normalized) per prompt."""
+    import torch
+    import transformers
+
+    torch.manual_seed(SEED)
+    cfg = transformers.BertConfig(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=N_LAYER,
+                                  num_attention_heads=N_HEAD, intermediate_size=FFN,
+                                  max_position_embeddings=128, hidden_act="gelu",
+                                  layer_norm_eps=1e-12, pad_token_id=0)
+    model = transformers.BertModel(cfg, add_pooling_layer=False).float().eval()
+    g = torch.Generator().manual_seed(SEED)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "LayerNorm" in name and name.endswith(".weight"):
+                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g))
+            elif name.endswith(".bias"):
+                p.copy_(0.1 * torch.randn(p.shape, generator=g))
+            else:
+                p.copy_(0.15 * torch.randn(p.shape, generator=g))
+    model.save_pretrained(os.path.join(hf_dir, "bert-hf"))
+    out = []
+    with torch.no_grad():
+        for ids in PROMPTS:
+            h = model(input_ids=torch.tensor([ids])).last_hidden_state[0]
+            v = torch.nn.functional.normalize(h.mean(0), dim=0)
+            out.append([float(x) for x in v])
+    info = {"family": "bert", "hf": "bert-hf", "prompts": PROMPTS, "embeddings": out,
+            "tol": 1e-4, "oracle": f"transformers {transformers.__version__}, "
+                                   f"torch {torch.__version__}, float32, CPU"}
+    with open(os.path.join(hf_dir, "bert.embed.json"), "w") as f:
+        json.dump(info, f)
+    print("bert ok")
+
+
 def stage_hf(out_dir, hf_dir=None):
     import torch
     import transformers
@@ -223,6 +259,8 @@ def stage_hf(out_dir, hf_dir=None):
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
         np.savez(os.path.join(out_dir, f"{family}.npz"), **arrays)
         print(family, "ok; min top-2 margin", meta["min_top2_margin"], "greedy", greedy[0])
+    if hf_dir is not None:
+        stage_hf_bert(hf_dir)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -367,6 +367,42 @@ TEST(embed_minilm) {
     json_decref(meta);
 }
 
+/* Tiny random BertModel (BertConfig, scripts/gen_golden.py): pooled embeddings of the
+ * three prompts within 1e-4 of transformers. */
+TEST(golden_hf_bert_embed) {
+    json_error_t err;
+    json_t      *meta = json_load_file(GOLDEN_DIR "bert-hf/reference.embed.json", 0, &err);
+    ASSERT_TRUE(meta != NULL);
+    tm_model_params mp = tm_model_params_default();
+    mp.path = GOLDEN_DIR "bert-hf";
+    tm_model *m = NULL;
+    ASSERT_OK(tm_model_load(&mp, &m));
+    const int32_t E = tm_model_n_embd_out(m);
+    EXPECT_EQ_INT(E, 64);
+    tm_ctx_params cp = tm_ctx_params_default();
+    cp.n_ctx = 32;
+    cp.n_threads = 2;
+    tm_ctx *ctx = NULL;
+    ASSERT_OK(tm_ctx_init(m, &cp, &ctx));
+    json_t *prompts = json_object_get(meta, "prompts"), *embs = json_object_get(meta, "embeddings");
+    double  worst = 0;
+    for (size_t p = 0; p < json_array_size(prompts); p++) {
+        json_t *pr = json_array_get(prompts, p), *want = json_array_get(embs, p);
+        int32_t ids[32], n = (int32_t)json_array_size(pr);
+        for (int32_t i = 0; i < n; i++)
+            ids[i] = (int32_t)json_integer_value(json_array_get(pr, (size_t)i));
+        float v[64];
+        ASSERT_OK(tm_ctx_embed(ctx, m, ids, n, v, E));
+        for (int32_t i = 0; i < E; i++)
+            worst = fmax(worst, fabs(v[i] - json_real_value(json_array_get(want, (size_t)i))));
+    }
+    printf("  bert-hf: max abs embedding error %.3g\n", worst);
+    EXPECT_TRUE(worst < 1e-4);
+    tm_ctx_free(ctx);
+    tm_model_free(m);
+    json_decref(meta);
+}
+
 /* The decode step must not allocate: measure, reserve, run. */
 TEST(decode_does_not_allocate) {
     tm_model_params mp = tm_model_params_default();
