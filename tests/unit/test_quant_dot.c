@@ -244,6 +244,44 @@ TEST(simd_dot_exact_integer) {
     free(xv);
 }
 
+/* The four-column dots give each column the bits of the one-column dot. */
+TEST(dot4_matches_dot) {
+    const int64_t n = 1024;
+    float        *w = malloc(sizeof(float) * n), *x = malloc(sizeof(float) * n * 4);
+    void         *wq = malloc(4 * (size_t)n);
+    const size_t  xs = 4 * (size_t)n + 64;
+    char         *xv = malloc(4 * xs);
+    int           n_checked = 0;
+    for (int isa = TM_CPU_ISA_AVX2; isa <= (int)tm__cpu_isa_supported(); isa++)
+        for (int ti = 0; ti < QD_N_TYPES; ti++) {
+            const tm_dtype  t = qd_types[ti];
+            tm_cpu_vec_dot4 f4 = tm__cpu_dot4_get(t, (tm_cpu_isa)isa);
+            tm_cpu_vec_dot  f = tm__cpu_dot_get(t, (tm_cpu_isa)isa);
+            if (f4 == NULL)
+                continue;
+            qd_fill(w, n, 31u + (uint32_t)ti);
+            qd_fill(x, n * 4, 77u + (uint32_t)ti);
+            ASSERT_OK(tm_quantize_row(t, w, wq, n));
+            for (int c = 0; c < 4; c++)
+                qd_vec(t, x + c * n, n, xv + (size_t)c * xs);
+            float s4[4];
+            f4(n, s4, wq, xv, xs);
+            for (int c = 0; c < 4; c++) {
+                float s1;
+                f(n, &s1, wq, xv + (size_t)c * xs);
+                if (s1 != s4[c])
+                    TM__FAIL_AT("%s %s column %d: dot4 %.9g != dot %.9g",
+                                tm__cpu_isa_name((tm_cpu_isa)isa), tm_dtype_name(t), c, s4[c], s1);
+            }
+            n_checked++;
+        }
+    printf("  %d four-column dots checked\n", n_checked);
+    free(w);
+    free(x);
+    free(wq);
+    free(xv);
+}
+
 /* ---- mul_mat through the pool: tiling, odd shapes, thread counts ---------------- */
 
 static float *qd_mul_mat(tm_dtype t, const void *wq, const float *x, int K, int N, int T,

@@ -60,7 +60,8 @@ size_t tm__cpu_mul_mat_scratch(const tm_tensor *dst) {
 }
 
 typedef struct mm_rows_args {
-    tm_cpu_vec_dot dot;
+    tm_cpu_vec_dot  dot;
+    tm_cpu_vec_dot4 dot4; /* optional: 4 columns per weight row */
     const char    *w;    /* weight rows */
     size_t         wrow; /* bytes per weight row */
     const char    *x;    /* activation columns (quantized or f32) */
@@ -76,7 +77,18 @@ static void mm_rows(const mm_rows_args *a, int64_t n0, int64_t n1) {
         const int64_t m1 = m0 + MM_TILE_N < n1 ? m0 + MM_TILE_N : n1;
         for (int64_t t0 = 0; t0 < a->T; t0 += MM_TILE_T) {
             const int64_t t1 = t0 + MM_TILE_T < a->T ? t0 + MM_TILE_T : a->T;
-            for (int64_t t = t0; t < t1; t++) {
+            int64_t t = t0;
+            if (a->dot4 != NULL)
+                for (; t + 4 <= t1; t += 4) {
+                    const void *xt = a->x + (size_t)t * a->xrow;
+                    for (int64_t n = m0; n < m1; n++) {
+                        float s4[4];
+                        a->dot4(a->K, s4, a->w + (size_t)n * a->wrow, xt, a->xrow);
+                        for (int c = 0; c < 4; c++)
+                            ((float *)(a->y + (size_t)(t + c) * a->yrow))[n] = s4[c];
+                    }
+                }
+            for (; t < t1; t++) {
                 const void *xt = a->x + (size_t)t * a->xrow;
                 float      *yt = (float *)(a->y + (size_t)t * a->yrow);
                 for (int64_t n = m0; n < m1; n++)
@@ -106,7 +118,7 @@ static void mm_mul_mat_dot(const tm_tensor *dst, tm_cpu_vec_kind kind, int ith, 
         }
         xq = scratch;
     }
-    const mm_rows_args a = {dot, w->data, w->nb[1], xq, xrow, dst->data, dst->nb[1], K, T};
+    const mm_rows_args a = {dot, tm__cpu_dot4_get(w->dtype, tm__cpu_isa()), w->data, w->nb[1], xq, xrow, dst->data, dst->nb[1], K, T};
     int64_t            c = tm__cpu_chunk_claim();
     if (c < 0) { /* no pool (single-node call): a fixed split */
         int64_t r0, r1;

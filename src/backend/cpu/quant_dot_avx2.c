@@ -381,6 +381,273 @@ AVX2 static void x2_dot_q6_k(int64_t n, float *s, const void *w, const void *x) 
     *s = sum;
 }
 
+
+/* ---- four activation columns per weight row (prefill) --------------------------------
+ * Each weight block is unpacked once and dotted with four columns. Per column
+ * the operations, their order and the accumulators are those of the one-column
+ * dots above, so a column's result has the same bits either way (mul_mat's
+ * output does not depend on how columns are grouped). */
+
+/* 32-element formats: signed codes (Q4_0, Q5_0, Q8_0) or unsigned codes plus a
+ * min (Q4_1, Q5_1). */
+AVX2 static inline void x2_dot4_32(int64_t n, float *s, const uint8_t *b, const void *x,
+                                   size_t xs, tm_dtype t) {
+    const tm_q8_32 *y[4];
+    for (int c = 0; c < 4; c++)
+        y[c] = (const tm_q8_32 *)((const char *)x + (size_t)c * xs);
+    __m256        acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
+                            _mm256_setzero_ps()};
+    float         summ[4] = {0, 0, 0, 0};
+    const bool    has_m = t == TM_DTYPE_Q4_1 || t == TM_DTYPE_Q5_1;
+    const int     bsz = t == TM_DTYPE_Q4_0   ? 18
+                        : t == TM_DTYPE_Q4_1 ? 20
+                        : t == TM_DTYPE_Q5_0 ? 22
+                        : t == TM_DTYPE_Q5_1 ? 24
+                                             : 34;
+    const __m256i b16 = _mm256_set1_epi8(16), ones = _mm256_set1_epi16(1);
+    for (int64_t i = 0; i < n / TM_QK32; i++, b += bsz) {
+        __m256i q;
+        float   mw = 0.0f;
+        switch (t) {
+        case TM_DTYPE_Q4_0: q = _mm256_sub_epi8(x2_nibbles(b + 2), _mm256_set1_epi8(8)); break;
+        case TM_DTYPE_Q5_0:
+            q = _mm256_sub_epi8(x2_nibbles(b + 6), _mm256_andnot_si256(x2_bits_to_bytes(b + 2), b16));
+            break;
+        case TM_DTYPE_Q4_1:
+            q = x2_nibbles(b + 4);
+            mw = x2_f16(b + 2);
+            break;
+        case TM_DTYPE_Q5_1:
+            q = _mm256_or_si256(x2_nibbles(b + 8), _mm256_and_si256(x2_bits_to_bytes(b + 4), b16));
+            mw = x2_f16(b + 2);
+            break;
+        default: q = _mm256_loadu_si256((const __m256i *)(b + 2)); break;
+        }
+        const float   dw = x2_f16(b);
+        const __m256i aq = has_m ? q : _mm256_sign_epi8(q, q);
+        for (int c = 0; c < 4; c++) {
+            const __m256i yv = _mm256_loadu_si256((const __m256i *)y[c][i].q);
+            const __m256i p =
+                _mm256_maddubs_epi16(aq, has_m ? yv : _mm256_sign_epi8(yv, q));
+            acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(dw * y[c][i].d),
+                                     _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones)), acc[c]);
+            if (has_m)
+                summ[c] += mw * y[c][i].s;
+        }
+    }
+    for (int c = 0; c < 4; c++)
+        s[c] = has_m ? x2_hsum(acc[c]) + summ[c] : x2_hsum(acc[c]);
+}
+
+AVX2 static void x2_dot4_q4_0(int64_t n, float *s, const void *w, const void *x, size_t xs) {
+    x2_dot4_32(n, s, w, x, xs, TM_DTYPE_Q4_0);
+}
+AVX2 static void x2_dot4_q4_1(int64_t n, float *s, const void *w, const void *x, size_t xs) {
+    x2_dot4_32(n, s, w, x, xs, TM_DTYPE_Q4_1);
+}
+AVX2 static void x2_dot4_q5_0(int64_t n, float *s, const void *w, const void *x, size_t xs) {
+    x2_dot4_32(n, s, w, x, xs, TM_DTYPE_Q5_0);
+}
+AVX2 static void x2_dot4_q5_1(int64_t n, float *s, const void *w, const void *x, size_t xs) {
+    x2_dot4_32(n, s, w, x, xs, TM_DTYPE_Q5_1);
+}
+AVX2 static void x2_dot4_q8_0(int64_t n, float *s, const void *w, const void *x, size_t xs) {
+    x2_dot4_32(n, s, w, x, xs, TM_DTYPE_Q8_0);
+}
+
+/* A K super-block unpacked for reuse across columns: unsigned codes, the
+ * madd scale vector of each 32-element chunk, and the per-16 coefficients of
+ * the block sums (mins, or the constant offset times the scale). */
+typedef struct x2_kblock {
+    __m256i u[8];    /* codes of elements 32k .. 32k+31 */
+    __m256i sv[8];   /* int16 scales: 8 x first 16 elements, 8 x last 16 */
+    __m256i coef;    /* int16[16], dotted with the activation block sums */
+    float   d, dmin;
+    bool    off; /* coef is an offset inside the int sum (Q3_K, Q6_K), not a min */
+} x2_kblock;
+
+AVX2 static inline __m256i x2_sv(int sa, int sb) {
+    return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_set1_epi16((short)sa)),
+                                   _mm_set1_epi16((short)sb), 1);
+}
+
+AVX2 static inline void x2_unpack_q2_k(const uint8_t *b, x2_kblock *k) {
+    const __m256i m3 = _mm256_set1_epi8(3);
+    int16_t       cf[16];
+    for (int g = 0; g < 16; g++)
+        cf[g] = (int16_t)(b[g] >> 4);
+    for (int j = 0; j < 2; j++) {
+        const __m256i qs = _mm256_loadu_si256((const __m256i *)(b + 16 + 32 * j));
+        for (int h = 0; h < 4; h++) {
+            const int g = 8 * j + 2 * h;
+            k->u[4 * j + h] = _mm256_and_si256(_mm256_srli_epi16(qs, 2 * h), m3);
+            k->sv[4 * j + h] = x2_sv(b[g] & 0x0F, b[g + 1] & 0x0F);
+        }
+    }
+    k->coef = _mm256_loadu_si256((const __m256i *)cf);
+    k->d = x2_f16(b + 80);
+    k->dmin = x2_f16(b + 82);
+    k->off = false;
+}
+
+AVX2 static inline void x2_unpack_q3_k(const uint8_t *b, x2_kblock *k) {
+    const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
+    int           sc[16];
+    int16_t       cf[16];
+    for (int g = 0; g < 16; g++) {
+        sc[g] = x2_q3_scale(b + 96, g);
+        cf[g] = (int16_t)(4 * sc[g]);
+    }
+    const __m256i hm = _mm256_loadu_si256((const __m256i *)b);
+    for (int j = 0; j < 2; j++) {
+        const __m256i qs = _mm256_loadu_si256((const __m256i *)(b + 32 + 32 * j));
+        for (int h = 0; h < 4; h++) {
+            const __m256i lo = _mm256_and_si256(_mm256_srli_epi16(qs, 2 * h), m3);
+            const __m256i hb = _mm256_and_si256(_mm256_srli_epi16(hm, 4 * j + h), one);
+            const int     g = 8 * j + 2 * h;
+            k->u[4 * j + h] = _mm256_or_si256(lo, _mm256_slli_epi16(hb, 2));
+            k->sv[4 * j + h] = x2_sv(sc[g], sc[g + 1]);
+        }
+    }
+    k->coef = _mm256_loadu_si256((const __m256i *)cf);
+    k->d = x2_f16(b + 108);
+    k->dmin = 0.0f;
+    k->off = true;
+}
+
+AVX2 static inline void x2_unpack_q45_k(const uint8_t *b, x2_kblock *k, bool five) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
+    int           sc[8], m[8];
+    int16_t       cf[16];
+    x2_k4_scales(b + 4, sc, m);
+    for (int j = 0; j < 8; j++)
+        cf[2 * j] = cf[2 * j + 1] = (int16_t)m[j];
+    const uint8_t *qsb = b + (five ? 48 : 16);
+    const __m256i  qh = five ? _mm256_loadu_si256((const __m256i *)(b + 16)) : _mm256_setzero_si256();
+    for (int j = 0; j < 4; j++) {
+        const __m256i qs = _mm256_loadu_si256((const __m256i *)(qsb + 32 * j));
+        __m256i       lo = _mm256_and_si256(qs, m4);
+        __m256i       hi = _mm256_and_si256(_mm256_srli_epi16(qs, 4), m4);
+        if (five) {
+            lo = _mm256_or_si256(
+                lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * j), one), 4));
+            hi = _mm256_or_si256(
+                hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * j + 1), one), 4));
+        }
+        k->u[2 * j] = lo;
+        k->u[2 * j + 1] = hi;
+        k->sv[2 * j] = x2_sv(sc[2 * j], sc[2 * j]);
+        k->sv[2 * j + 1] = x2_sv(sc[2 * j + 1], sc[2 * j + 1]);
+    }
+    k->coef = _mm256_loadu_si256((const __m256i *)cf);
+    k->d = x2_f16(b);
+    k->dmin = x2_f16(b + 2);
+    k->off = false;
+}
+
+AVX2 static inline void x2_unpack_q6_k(const uint8_t *b, x2_kblock *k) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(3);
+    const int8_t *sc = (const int8_t *)(b + 192);
+    int16_t       cf[16];
+    for (int g = 0; g < 16; g++)
+        cf[g] = (int16_t)(32 * sc[g]);
+    for (int j = 0; j < 2; j++) {
+        const __m256i ql0 = _mm256_loadu_si256((const __m256i *)(b + 64 * j));
+        const __m256i ql1 = _mm256_loadu_si256((const __m256i *)(b + 64 * j + 32));
+        const __m256i qh = _mm256_loadu_si256((const __m256i *)(b + 128 + 32 * j));
+        const __m256i lo[4] = {_mm256_and_si256(ql0, m4), _mm256_and_si256(ql1, m4),
+                               _mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
+                               _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4)};
+        for (int h = 0; h < 4; h++) {
+            const __m256i hb = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * h), m3);
+            const int     g = 8 * j + 2 * h;
+            k->u[4 * j + h] = _mm256_or_si256(lo[h], _mm256_slli_epi16(hb, 4));
+            k->sv[4 * j + h] = x2_sv(sc[g], sc[g + 1]);
+        }
+    }
+    k->coef = _mm256_loadu_si256((const __m256i *)cf);
+    k->d = x2_f16(b + 208);
+    k->dmin = 0.0f;
+    k->off = true;
+}
+
+/* One column of an unpacked super-block; the float expression of the
+ * one-column dots: d*xd*isum - dmin*xd*imin (Q2/Q4/Q5_K) or d*xd*(isum - ioff)
+ * (Q3/Q6_K). */
+AVX2 static inline float x2_kblock_col(const x2_kblock *k, const tm_q8_k *y) {
+    __m256i acc = _mm256_setzero_si256();
+    for (int c = 0; c < 8; c++) {
+        const __m256i p =
+            _mm256_maddubs_epi16(k->u[c], _mm256_loadu_si256((const __m256i *)(y->q + 32 * c)));
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, k->sv[c]));
+    }
+    const int32_t isum = x2_hsum_i32(acc);
+    const int32_t icf =
+        x2_hsum_i32(_mm256_madd_epi16(k->coef, _mm256_loadu_si256((const __m256i *)y->bsums)));
+    if (k->off)
+        return k->d * y->d * (float)(isum - icf);
+    return k->d * y->d * (float)isum - k->dmin * y->d * (float)icf;
+}
+
+AVX2 static inline void x2_dot4_k(int64_t n, float *s, const uint8_t *b, const void *x, size_t xs,
+                                  tm_dtype t) {
+    const tm_q8_k *y[4];
+    for (int c = 0; c < 4; c++)
+        y[c] = (const tm_q8_k *)((const char *)x + (size_t)c * xs);
+    const int bsz = t == TM_DTYPE_Q2_K   ? 84
+                    : t == TM_DTYPE_Q3_K ? 110
+                    : t == TM_DTYPE_Q4_K ? 144
+                    : t == TM_DTYPE_Q5_K ? 176
+                                         : 210;
+    float     sum[4] = {0, 0, 0, 0};
+    x2_kblock k;
+    for (int64_t i = 0; i < n / TM_QKK; i++, b += bsz) {
+        switch (t) {
+        case TM_DTYPE_Q2_K: x2_unpack_q2_k(b, &k); break;
+        case TM_DTYPE_Q3_K: x2_unpack_q3_k(b, &k); break;
+        case TM_DTYPE_Q4_K: x2_unpack_q45_k(b, &k, false); break;
+        case TM_DTYPE_Q5_K: x2_unpack_q45_k(b, &k, true); break;
+        default: x2_unpack_q6_k(b, &k); break;
+        }
+        for (int c = 0; c < 4; c++)
+            sum[c] += x2_kblock_col(&k, &y[c][i]);
+    }
+    for (int c = 0; c < 4; c++)
+        s[c] = sum[c];
+}
+
+AVX2 static void x2_dot4_q2_k(int64_t n, float *s, const void *w, const void *x, size_t xs) {
+    x2_dot4_k(n, s, w, x, xs, TM_DTYPE_Q2_K);
+}
+AVX2 static void x2_dot4_q3_k(int64_t n, float *s, const void *w, const void *x, size_t xs) {
+    x2_dot4_k(n, s, w, x, xs, TM_DTYPE_Q3_K);
+}
+AVX2 static void x2_dot4_q4_k(int64_t n, float *s, const void *w, const void *x, size_t xs) {
+    x2_dot4_k(n, s, w, x, xs, TM_DTYPE_Q4_K);
+}
+AVX2 static void x2_dot4_q5_k(int64_t n, float *s, const void *w, const void *x, size_t xs) {
+    x2_dot4_k(n, s, w, x, xs, TM_DTYPE_Q5_K);
+}
+AVX2 static void x2_dot4_q6_k(int64_t n, float *s, const void *w, const void *x, size_t xs) {
+    x2_dot4_k(n, s, w, x, xs, TM_DTYPE_Q6_K);
+}
+
+tm_cpu_vec_dot4 tm__cpu_dot4_avx2(tm_dtype t) {
+    switch (t) {
+    case TM_DTYPE_Q4_0: return x2_dot4_q4_0;
+    case TM_DTYPE_Q4_1: return x2_dot4_q4_1;
+    case TM_DTYPE_Q5_0: return x2_dot4_q5_0;
+    case TM_DTYPE_Q5_1: return x2_dot4_q5_1;
+    case TM_DTYPE_Q8_0: return x2_dot4_q8_0;
+    case TM_DTYPE_Q2_K: return x2_dot4_q2_k;
+    case TM_DTYPE_Q3_K: return x2_dot4_q3_k;
+    case TM_DTYPE_Q4_K: return x2_dot4_q4_k;
+    case TM_DTYPE_Q5_K: return x2_dot4_q5_k;
+    case TM_DTYPE_Q6_K: return x2_dot4_q6_k;
+    default: return NULL;
+    }
+}
+
 tm_cpu_vec_dot tm__cpu_dot_avx2(tm_dtype t) {
     switch (t) {
     case TM_DTYPE_F32: return x2_dot_f32;
@@ -403,6 +670,11 @@ tm_cpu_vec_dot tm__cpu_dot_avx2(tm_dtype t) {
 #else /* not x86 */
 
 tm_cpu_vec_dot tm__cpu_dot_avx2(tm_dtype t) {
+    (void)t;
+    return NULL;
+}
+
+tm_cpu_vec_dot4 tm__cpu_dot4_avx2(tm_dtype t) {
     (void)t;
     return NULL;
 }

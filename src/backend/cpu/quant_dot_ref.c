@@ -383,6 +383,16 @@ tm_cpu_vec_dot tm__cpu_dot_get(tm_dtype t, tm_cpu_isa isa) {
     return f != NULL ? f : tm__cpu_dot_ref(t);
 }
 
+/* The 4-column dot must give the bits of the 1-column dot of the same ISA, so
+ * it is only handed out with that ISA's dot (none for the reference). */
+tm_cpu_vec_dot4 tm__cpu_dot4_get(tm_dtype t, tm_cpu_isa isa) {
+    if (isa >= TM_CPU_ISA_AVX512 && tm__cpu_dot_avx512(t) != NULL)
+        return NULL; /* TODO(perf): AVX-512 four-column dots */
+    if (isa >= TM_CPU_ISA_AVX2 && tm__cpu_dot_avx2(t) != NULL)
+        return tm__cpu_dot4_avx2(t);
+    return NULL;
+}
+
 tm_cpu_isa tm__cpu_isa_supported(void) {
     const tm_cpu_features *f = tm_cpu_features_get();
     if (f->avx512f && f->avx512bw && f->avx512vl && f->avx512vnni && f->avx2 && f->fma && f->f16c)

@@ -24,6 +24,7 @@
 #define TM_SIMD_DOT_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "tm/tm_dtype.h"
@@ -62,6 +63,12 @@ typedef enum tm_cpu_isa {
 /* *s = dot(weight row w of n elements, activation row x of the dtype's vec kind). */
 typedef void (*tm_cpu_vec_dot)(int64_t n, float *s, const void *w, const void *x);
 
+/* s[0..4) = dot(w, column c) for the 4 activation rows at x + c * x_stride: the
+ * weight row is unpacked once for all four (prefill). Each s[c] has the same
+ * bits as the one-column dot of the same ISA gives. */
+typedef void (*tm_cpu_vec_dot4)(int64_t n, float *s, const void *w, const void *x,
+                                size_t x_stride);
+
 /* Activation kind a weight dtype pairs with; NONE when no dot exists. */
 tm_cpu_vec_kind tm__cpu_vec_kind(tm_dtype t);
 
@@ -76,6 +83,10 @@ void tm__cpu_quantize_q8_k(const float *x, tm_q8_k *out, int64_t n);
 tm_cpu_vec_dot tm__cpu_dot_ref(tm_dtype t);
 tm_cpu_vec_dot tm__cpu_dot_avx2(tm_dtype t);
 tm_cpu_vec_dot tm__cpu_dot_avx512(tm_dtype t);
+
+/* Four-column dots; NULL where the ISA has none (mul_mat then uses the dot). */
+tm_cpu_vec_dot4 tm__cpu_dot4_avx2(tm_dtype t);
+tm_cpu_vec_dot4 tm__cpu_dot4_get(tm_dtype t, tm_cpu_isa isa);
 
 /* Best dot available at or below isa (falls back to AVX2, then the reference). */
 tm_cpu_vec_dot tm__cpu_dot_get(tm_dtype t, tm_cpu_isa isa);
