@@ -244,6 +244,37 @@ TEST(simd_dot_exact_integer) {
     free(xv);
 }
 
+/* Every activation quantizer writes the reference bytes (ties, zeros, extremes). */
+TEST(quantize_activations_same_bytes) {
+    if (tm__cpu_isa_supported() < TM_CPU_ISA_AVX2) {
+        printf("  SKIPPED: no AVX2\n");
+        return;
+    }
+    const int64_t n = 1024;
+    float        *x = malloc(sizeof(float) * n);
+    qd_fill(x, n, 3);
+    for (int i = 0; i < 32; i++)
+        x[256 + i] = 0.0f; /* an all-zero block */
+    for (int i = 0; i < 32; i++)
+        x[512 + i] = (float)(i - 16) * 0.5f; /* exact halves: ties after scaling */
+    x[700] = 1e30f;
+    x[701] = -1e30f;
+    size_t    b32 = (size_t)(n / TM_QK32) * sizeof(tm_q8_32), bk = (size_t)(n / TM_QKK) * sizeof(tm_q8_k);
+    tm_q8_32 *a = calloc(1, b32), *b = calloc(1, b32);
+    tm_q8_k  *c = calloc(1, bk), *d = calloc(1, bk);
+    tm__cpu_quantize_q8_32_ref(x, a, n);
+    tm__cpu_quantize_q8_32_avx2(x, b, n);
+    tm__cpu_quantize_q8_k_ref(x, c, n);
+    tm__cpu_quantize_q8_k_avx2(x, d, n);
+    EXPECT_TRUE(memcmp(a, b, b32) == 0);
+    EXPECT_TRUE(memcmp(c, d, bk) == 0);
+    free(x);
+    free(a);
+    free(b);
+    free(c);
+    free(d);
+}
+
 /* The four-column dots give each column the bits of the one-column dot. */
 TEST(dot4_matches_dot) {
     const int64_t n = 1024;

@@ -77,6 +77,66 @@ AVX2 static inline __m256i x2_bits_to_bytes(const uint8_t *p) {
     return _mm256_cmpeq_epi8(r, _mm256_set1_epi64x(-1));
 }
 
+
+/* ---- activation quantizers: the bytes of quant_dot_ref.c's ----------------------------
+ * max is exact, d and 1/d are the same scalar expressions, x * id is one
+ * rounding either way and _mm256_cvtps_epi32 rounds to nearest even as lrintf
+ * does in the default rounding mode. */
+
+/* 32 floats -> 32 int8 (x * id rounded); returns their sum. */
+AVX2 static inline int x2_quant32(const float *x, float id, int8_t *q) {
+    const __m256 vid = _mm256_set1_ps(id);
+    __m256i      i0 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x), vid));
+    __m256i      i1 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 8), vid));
+    __m256i      i2 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 16), vid));
+    __m256i      i3 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 24), vid));
+    const __m256i sum = _mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3));
+    /* pack 32-bit -> 16-bit -> 8-bit (values within [-127, 127]), then undo the lane interleave */
+    const __m256i p01 = _mm256_packs_epi32(i0, i1), p23 = _mm256_packs_epi32(i2, i3);
+    __m256i       p = _mm256_packs_epi16(p01, p23);
+    p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256((__m256i *)q, p);
+    return x2_hsum_i32(sum);
+}
+
+AVX2 static inline float x2_amax(const float *x, int n) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256       m = _mm256_setzero_ps();
+    for (int i = 0; i < n; i += 8)
+        m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + i)));
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_movehdup_ps(h));
+    return _mm_cvtss_f32(h);
+}
+
+AVX2 void tm__cpu_quantize_q8_32_avx2(const float *x, tm_q8_32 *out, int64_t n) {
+    for (int64_t b = 0; b < n / TM_QK32; b++) {
+        const float *xb = x + b * TM_QK32;
+        const float  d = x2_amax(xb, TM_QK32) / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;
+        const int    sum = x2_quant32(xb, id, out[b].q);
+        out[b].d = d;
+        out[b].s = d * (float)sum;
+    }
+}
+
+AVX2 void tm__cpu_quantize_q8_k_avx2(const float *x, tm_q8_k *out, int64_t n) {
+    for (int64_t b = 0; b < n / TM_QKK; b++) {
+        const float *xb = x + b * TM_QKK;
+        const float  d = x2_amax(xb, TM_QKK) / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;
+        out[b].d = d;
+        for (int j = 0; j < TM_QKK / 32; j++) {
+            x2_quant32(xb + 32 * j, id, out[b].q + 32 * j);
+            for (int h = 0; h < 2; h++) {
+                const __m128i v = _mm_loadu_si128((const __m128i *)(out[b].q + 32 * j + 16 * h));
+                const __m256i w = _mm256_cvtepi8_epi16(v);
+                const __m256i s32 = _mm256_madd_epi16(w, _mm256_set1_epi16(1));
+                out[b].bsums[2 * j + h] = (int16_t)x2_hsum_i32(s32);
+            }
+        }
+    }
+}
+
 /* ---- float weights --------------------------------------------------------------- */
 
 AVX2 static void x2_dot_f32(int64_t n, float *s, const void *w, const void *x) {
@@ -668,6 +728,14 @@ tm_cpu_vec_dot tm__cpu_dot_avx2(tm_dtype t) {
 }
 
 #else /* not x86 */
+
+void tm__cpu_quantize_q8_32_avx2(const float *x, tm_q8_32 *out, int64_t n) {
+    tm__cpu_quantize_q8_32_ref(x, out, n);
+}
+
+void tm__cpu_quantize_q8_k_avx2(const float *x, tm_q8_k *out, int64_t n) {
+    tm__cpu_quantize_q8_k_ref(x, out, n);
+}
 
 tm_cpu_vec_dot tm__cpu_dot_avx2(tm_dtype t) {
     (void)t;

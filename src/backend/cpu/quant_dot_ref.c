@@ -29,7 +29,7 @@ static inline float ref_f16(const uint8_t *p) { return tm_f16_to_f32(tm_load_u16
 
 /* ---- activation quantizers ----------------------------------------------------- */
 
-void tm__cpu_quantize_q8_32(const float *x, tm_q8_32 *out, int64_t n) {
+void tm__cpu_quantize_q8_32_ref(const float *x, tm_q8_32 *out, int64_t n) {
     for (int64_t b = 0; b < n / TM_QK32; b++) {
         const float *xb = x + b * TM_QK32;
         float        amax = 0.0f;
@@ -46,7 +46,7 @@ void tm__cpu_quantize_q8_32(const float *x, tm_q8_32 *out, int64_t n) {
     }
 }
 
-void tm__cpu_quantize_q8_k(const float *x, tm_q8_k *out, int64_t n) {
+void tm__cpu_quantize_q8_k_ref(const float *x, tm_q8_k *out, int64_t n) {
     for (int64_t b = 0; b < n / TM_QKK; b++) {
         const float *xb = x + b * TM_QKK;
         float        amax = 0.0f;
@@ -63,6 +63,20 @@ void tm__cpu_quantize_q8_k(const float *x, tm_q8_k *out, int64_t n) {
             out[b].bsums[g] = (int16_t)sum;
         }
     }
+}
+
+void tm__cpu_quantize_q8_32(const float *x, tm_q8_32 *out, int64_t n) {
+    if (tm__cpu_isa() >= TM_CPU_ISA_AVX2)
+        tm__cpu_quantize_q8_32_avx2(x, out, n);
+    else
+        tm__cpu_quantize_q8_32_ref(x, out, n);
+}
+
+void tm__cpu_quantize_q8_k(const float *x, tm_q8_k *out, int64_t n) {
+    if (tm__cpu_isa() >= TM_CPU_ISA_AVX2)
+        tm__cpu_quantize_q8_k_avx2(x, out, n);
+    else
+        tm__cpu_quantize_q8_k_ref(x, out, n);
 }
 
 /* ---- float weights ------------------------------------------------------------- */

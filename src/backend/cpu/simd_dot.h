@@ -75,9 +75,14 @@ tm_cpu_vec_kind tm__cpu_vec_kind(tm_dtype t);
 /* Bytes of one quantized activation row of n elements (n a multiple of the block). */
 size_t tm__cpu_vec_row_bytes(tm_cpu_vec_kind k, int64_t n);
 
-/* Quantizes n floats (a multiple of the block) to tm_q8_32 / tm_q8_k blocks. */
+/* Quantizes n floats (a multiple of the block) to tm_q8_32 / tm_q8_k blocks with
+ * the ISA tm__cpu_isa() chose; every variant writes the same bytes. */
 void tm__cpu_quantize_q8_32(const float *x, tm_q8_32 *out, int64_t n);
 void tm__cpu_quantize_q8_k(const float *x, tm_q8_k *out, int64_t n);
+void tm__cpu_quantize_q8_32_ref(const float *x, tm_q8_32 *out, int64_t n);
+void tm__cpu_quantize_q8_k_ref(const float *x, tm_q8_k *out, int64_t n);
+void tm__cpu_quantize_q8_32_avx2(const float *x, tm_q8_32 *out, int64_t n); /* x86 + AVX2 */
+void tm__cpu_quantize_q8_k_avx2(const float *x, tm_q8_k *out, int64_t n);
 
 /* The dot of one ISA; NULL when that ISA has no variant for t (or was not built). */
 tm_cpu_vec_dot tm__cpu_dot_ref(tm_dtype t);
