@@ -302,7 +302,12 @@ static tm_status model_tensor(tm_model *m, tm_tensor *t, tm_slot s, int32_t il, 
                        tm_dtype_name(src.dtype));
     const bool plain =
         src.dtype == TM_DTYPE_F32 || src.dtype == TM_DTYPE_F16 || src.dtype == TM_DTYPE_BF16;
-    const bool aligned = ((uintptr_t)src.data % (uintptr_t)tr->type_size) == 0;
+    /* What the kernels need: plain types their element size; quantized blocks the
+     * alignment of their widest scale field (f16: 2, or 4 when blocks are 4-byte
+     * multiples). GGUF data is 32-byte aligned, so only safetensors can miss. */
+    const uintptr_t need =
+        tr->blck_size == 1 ? (uintptr_t)tr->type_size : (tr->type_size % 4 == 0 ? 4u : 2u);
+    const bool aligned = ((uintptr_t)src.data % need) == 0;
     if (n_dims == 1) {
         if (!plain)
             return tm_fail(TM_ERR_UNSUPPORTED,

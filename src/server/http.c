@@ -34,6 +34,7 @@
 #include <jansson.h>
 #include <libwebsockets.h>
 
+#include "tm/tm_chat.h"
 #include "tm/tm_chat_template.h"
 #include "tm/tm_model.h"
 #include "tm/tm_sched.h"
@@ -391,7 +392,8 @@ static tm_status srv_prompt_ids(tm_server *srv, const tm_api_request *rq, int32_
     if (tm_chat_template_render(srv->tmpl, &rp, &text, &len) != TM_OK)
         return tm_api_error_set(err, 400, NULL, "messages", NULL,
                                 "the chat template refused the messages: %s", tm_last_error());
-    tm_status st = tm_tokenizer_encode(srv->tok, text, len, false, true, ids, n);
+    /* Special tokens only where the template put them: message text stays literal. */
+    tm_status st = tm_chat_tokenize(srv->tok, text, len, rq->messages_json, ids, n);
     tm_free(text);
     if (st != TM_OK)
         return tm_api_error_set(err, 400, NULL, "messages", NULL,

@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "lctl.h"
+#include "tm/tm_io.h"
 #include "tm/tm_model.h"
 #include "tm/tm_sampler.h"
 #include "tm/tm_tokenizer.h"
@@ -20,7 +21,8 @@
 static void run_usage(FILE *f) {
     fprintf(f,
             "usage: lctl run MODEL [-p PROMPT | --ids 1,2,3] [options]\n\n"
-            "Generates a continuation of PROMPT with MODEL (GGUF or llama2.c .bin) on the CPU.\n\n"
+            "Generates a continuation of PROMPT with MODEL (GGUF, Hugging Face folder or llama2.c\n"
+            ".bin) on the CPU.\n\n"
             "options:\n"
             "  -p, --prompt TEXT      prompt text\n"
             "  --ids LIST             prompt as comma-separated token ids (no tokenizer needed)\n"
@@ -35,7 +37,9 @@ static void run_usage(FILE *f) {
             "  --presence-penalty R   (default 0)\n"
             "  --frequency-penalty R  (default 0)\n"
             "  --seed S               sampling seed (default 0x5eed)\n"
-            "  --tokenizer PATH       tokenizer file/folder (default: the GGUF's own)\n"
+            "  --tokenizer PATH       tokenizer file/folder (default: the model's own)\n"
+            "  --recipe FILE          JSON architecture recipe (docs/recipes.md) instead of the\n"
+            "                         built-in one chosen by the file\n"
             "  --print-ids            print generated token ids instead of text\n"
             "  --kv-f16               half-precision KV cache\n"
             "  --ignore-eos           keep generating past end-of-sequence\n"
@@ -88,6 +92,7 @@ static int run_parse_ids(const char *s, int32_t **ids, size_t *n) {
 
 int lctl_run(int argc, char **argv) {
     const char       *model_path = NULL, *prompt = NULL, *ids_arg = NULL, *tok_path = NULL;
+    const char       *recipe = NULL;
     double            n_predict = 128, n_threads = 0, n_ctx = 0, v;
     bool              print_ids = false, kv_f16 = false, ignore_eos = false;
     tm_sampler_params sp = tm_sampler_params_default();
@@ -121,6 +126,9 @@ int lctl_run(int argc, char **argv) {
         } else if (!strcmp(a, "--tokenizer")) {
             NEEDVAL();
             tok_path = val;
+        } else if (!strcmp(a, "--recipe")) {
+            NEEDVAL();
+            recipe = val;
         } else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) {
             NUM(0, 1 << 24, n_predict);
         } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
@@ -179,15 +187,17 @@ int lctl_run(int argc, char **argv) {
 
     tm_model_params mp = tm_model_params_default();
     mp.path = model_path;
+    mp.recipe_path = recipe;
     if (tm_model_load(&mp, &model) != TM_OK) {
         fprintf(stderr, "lctl run: %s\n", tm_last_error());
         goto done;
     }
     const tm_hparams *hp = tm_model_get_hparams(model);
-    if (tok_path != NULL || tm_model_gguf(model) != NULL) {
+    bool hf_dir = tm_path_is_dir(model_path); /* a Hugging Face folder: its tokenizer.json */
+    if (tok_path != NULL || tm_model_gguf(model) != NULL || hf_dir) {
         tm_tokenizer_params tp = tm_tokenizer_params_default();
-        tp.path = tok_path;
         tp.gguf = tok_path ? NULL : tm_model_gguf(model);
+        tp.path = tok_path ? tok_path : (tp.gguf ? NULL : model_path);
         tp.llama2c_n_vocab = hp->n_vocab;
         if (tm_tokenizer_init(&tp, &tok) != TM_OK) {
             if (prompt != NULL || !print_ids) {

@@ -12,12 +12,13 @@ typedef struct lctl_cmd {
 int lctl_inspect(int argc, char **argv);
 int lctl_tokenize(int argc, char **argv);
 int lctl_detokenize(int argc, char **argv);
+int lctl_template(int argc, char **argv);
 int lctl_run(int argc, char **argv);
-int lctl_eval(int argc, char **argv);
-int lctl_devices(int argc, char **argv);
 int lctl_chat(int argc, char **argv);
+int lctl_embed(int argc, char **argv);
+int lctl_eval(int argc, char **argv);
 int lctl_bench(int argc, char **argv);
 int lctl_quantize(int argc, char **argv);
-int lctl_template(int argc, char **argv);
+int lctl_devices(int argc, char **argv);
 
 #endif

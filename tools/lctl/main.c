@@ -10,15 +10,16 @@ static const lctl_cmd lctl_cmds[] = {
     {"inspect", "show architecture, hyperparameters, tensors and tokenizer of a model",
      lctl_inspect},
     {"tokenize", "print the token ids of a text", lctl_tokenize},
-    {"run", "generate a continuation of a prompt on the CPU (one-shot, no server)", lctl_run},
-    {"eval", "teacher-forced perplexity and top-1 ids over a text or token ids (CPU)", lctl_eval},
     {"detokenize", "print the text of token ids", lctl_detokenize},
+    {"template", "render a conversation with a model's chat template", lctl_template},
+    {"run", "generate a continuation of a prompt on the CPU (one-shot, no server)", lctl_run},
     {"chat", "chat with a model through its chat template", lctl_chat},
-    {"devices", "list the CPU and GPUs this build can use", lctl_devices},
+    {"embed", "print sentence embeddings of an embedding model (BERT, MiniLM)", lctl_embed},
+    {"eval", "teacher-forced perplexity and top-1 ids over a text or token ids (CPU)", lctl_eval},
     {"bench", "measure CPU prompt and generation tokens/s (as llama-bench)", lctl_bench},
     {"quantize", "rewrite a GGUF in another quantization, or make a random-weight model",
      lctl_quantize},
-    {"template", "render a conversation with a model's chat template", lctl_template},
+    {"devices", "list the CPU and GPUs this build can use", lctl_devices},
 };
 
 static void usage(FILE *f) {
