@@ -32,19 +32,20 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, *extra):
+    def __init__(self, *extra, model=None):
         exe = build_dir() / "tensor-mesh-api"
         if not exe.exists():
             pytest.fail(f"{exe} not built: run the build first (scripts/test.sh does)")
         data = shared_data()
-        self.model = data / "stories260K.bin"
-        self.tokenizer = data / "tok512.bin"
+        self.model = model or data / "stories260K.bin"
+        self.tokenizer = None if model else data / "tok512.bin"
         if not self.model.exists():
             pytest.skip(f"SKIPPED: {self.model} is absent")
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        self.model_id = "stories260K"
-        self.args = [str(exe), "--model", str(self.model), "--tokenizer", str(self.tokenizer),
+        self.model_id = self.model.stem
+        tok = ["--tokenizer", str(self.tokenizer)] if self.tokenizer else []
+        self.args = [str(exe), "--model", str(self.model), *tok,
                      "--host", "127.0.0.1", "--port", str(self.port), "--quiet", *extra]
         self.log = open(ROOT / "build" / f"e2e-server-{self.port}.log", "wb")
         self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT)
@@ -80,6 +81,15 @@ def server():
     yield s
     s.stop()
     assert s.proc.returncode == 0, "server did not exit cleanly on SIGTERM"
+
+
+@pytest.fixture(scope="module")
+def slow_server():
+    """The real default model (a few tokens/s here): long enough generations that a
+    client can vanish while its request is certainly still running."""
+    s = Server("--parallel", "1", model=ROOT / "models" / "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf")
+    yield s
+    s.stop()
 
 
 @pytest.fixture(scope="module")
