@@ -32,6 +32,14 @@ void      tm_mmap_close(tm_mmap *m); /* zeroed or closed mapping is a no-op */
  * Files over max_bytes are refused with TM_ERR_FORMAT. */
 tm_status tm_file_read_all(const char *path, size_t max_bytes, char **out, size_t *out_len);
 
+/* Reads a file (or every *.safetensors / *.gguf file of a folder) through the page
+ * cache so a later mmap of it starts warm, calling progress(done, total, user)
+ * every few MiB and once at the end (progress may be NULL). This is the slow
+ * part of loading a large model from disk; the mapping itself is instant. */
+tm_status tm_file_prefetch(const char *path,
+                           void (*progress)(size_t done_bytes, size_t total_bytes, void *user),
+                           void *user);
+
 /* True when path exists and is a directory / a regular file. */
 int tm_path_is_dir(const char *path);
 int tm_path_is_file(const char *path);

@@ -2,6 +2,7 @@
  * mmap_posix.c - read-only file mappings and whole-file reads (POSIX).
  * The only file that calls mmap(); a Windows port adds mmap_win32.c.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -107,4 +108,71 @@ int tm_path_is_dir(const char *path) {
 int tm_path_is_file(const char *path) {
     struct stat sb;
     return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+/* Files of path to prefetch: the file itself, or the weight files of a folder. */
+static int prefetch_wanted(const char *name) {
+    size_t n = strlen(name);
+    return (n > 12 && strcmp(name + n - 12, ".safetensors") == 0) ||
+           (n > 5 && strcmp(name + n - 5, ".gguf") == 0);
+}
+
+tm_status tm_file_prefetch(const char *path,
+                           void (*progress)(size_t done_bytes, size_t total_bytes, void *user),
+                           void *user) {
+    enum { MAX_FILES = 256 };
+    char  *files[MAX_FILES];
+    int    n_files = 0;
+    size_t total = 0, done = 0;
+    if (tm_path_is_dir(path)) {
+        DIR *d = opendir(path);
+        if (d == NULL)
+            return tm_fail(TM_ERR_IO, "%s: cannot open folder: %s", path, strerror(errno));
+        struct dirent *e;
+        while ((e = readdir(d)) != NULL && n_files < MAX_FILES) {
+            if (!prefetch_wanted(e->d_name))
+                continue;
+            size_t len = strlen(path) + strlen(e->d_name) + 2;
+            char  *f = tm_malloc(len);
+            if (f == NULL)
+                break;
+            snprintf(f, len, "%s/%s", path, e->d_name);
+            files[n_files++] = f;
+        }
+        closedir(d);
+    } else {
+        files[n_files++] = tm_strdup(path);
+        if (files[0] == NULL)
+            return tm_fail(TM_ERR_NOMEM, "%s: out of memory", path);
+    }
+    tm_mmap   maps[MAX_FILES];
+    tm_status st = TM_OK;
+    int       n_maps = 0;
+    for (int i = 0; i < n_files && st == TM_OK; i++) {
+        st = tm_mmap_open(files[i], &maps[n_maps]);
+        if (st == TM_OK)
+            total += maps[n_maps++].size;
+    }
+    const size_t page = 4096, report = (size_t)16 << 20;
+    size_t       next_report = report;
+    for (int i = 0; i < n_maps && st == TM_OK; i++) {
+        const volatile uint8_t *p = maps[i].data;
+        uint8_t                 sink = 0;
+        for (size_t off = 0; off < maps[i].size; off += page) {
+            sink ^= p[off]; /* one byte per page pulls the page in */
+            done += off + page <= maps[i].size ? page : maps[i].size - off;
+            if (progress != NULL && done >= next_report) {
+                progress(done, total, user);
+                next_report = done + report;
+            }
+        }
+        (void)sink;
+    }
+    if (progress != NULL && st == TM_OK)
+        progress(total, total, user);
+    for (int i = 0; i < n_maps; i++)
+        tm_mmap_close(&maps[i]);
+    for (int i = 0; i < n_files; i++)
+        tm_free(files[i]);
+    return st;
 }

@@ -248,6 +248,7 @@ int lctl_chat(int argc, char **argv) {
     chat_state s = {0};
     s.messages = json_array();
     tm_model_params mp = tm_model_params_default();
+    lctl_model_prefetch(model_path);
     mp.path = model_path;
     if (s.messages == NULL || tm_model_load(&mp, &s.model) != TM_OK)
         goto fail;

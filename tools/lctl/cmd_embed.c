@@ -66,6 +66,7 @@ int lctl_embed(int argc, char **argv) {
     tm_ctx         *ctx = NULL;
     float          *v = NULL;
     tm_model_params mp = tm_model_params_default();
+    lctl_model_prefetch(model_path);
     mp.path = model_path;
     if (tm_model_load(&mp, &model) != TM_OK)
         goto fail;

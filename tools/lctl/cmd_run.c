@@ -186,6 +186,7 @@ int lctl_run(int argc, char **argv) {
     size_t          n_ids = 0;
 
     tm_model_params mp = tm_model_params_default();
+    lctl_model_prefetch(model_path);
     mp.path = model_path;
     mp.recipe_path = recipe;
     if (tm_model_load(&mp, &model) != TM_OK) {

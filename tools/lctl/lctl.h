@@ -21,4 +21,8 @@ int lctl_bench(int argc, char **argv);
 int lctl_quantize(int argc, char **argv);
 int lctl_devices(int argc, char **argv);
 
+/* Reads a large model file or folder through the page cache with a progress bar on
+ * stderr (only when stderr is a terminal); see progress.c. */
+void lctl_model_prefetch(const char *path);
+
 #endif
