@@ -1,4 +1,6 @@
 /* test_core.c - status, allocator, half-precision conversions, dtype traits. */
+#include <unistd.h>
+
 #include "harness.h"
 #include "tm/tm_dtype.h"
 #include "tm/tm_io.h"
@@ -93,6 +95,39 @@ TEST(file_read_limits) {
     EXPECT_TRUE(buf == NULL);
     tm_mmap m;
     EXPECT_EQ_INT(tm_mmap_open("/nonexistent/x", &m), TM_ERR_IO);
+}
+
+typedef struct prefetch_seen {
+    int    calls;
+    size_t last_done, total;
+} prefetch_seen;
+
+static void prefetch_cb(size_t done, size_t total, void *user) {
+    prefetch_seen *s = user;
+    if (done < s->last_done)
+        s->calls = -1000; /* progress must never go backwards */
+    s->calls++;
+    s->last_done = done;
+    s->total = total;
+}
+
+TEST(file_prefetch_reports_progress) {
+    char path[] = "/tmp/tm_prefetch_XXXXXX";
+    int  fd = mkstemp(path);
+    ASSERT_TRUE(fd >= 0);
+    FILE  *f = fdopen(fd, "wb");
+    size_t n = ((size_t)40 << 20) + 123; /* 40 MiB + a partial page */
+    for (size_t i = 0; i < n; i++)
+        fputc((int)(i & 0xff), f);
+    fclose(f);
+    prefetch_seen seen = {0};
+    EXPECT_OK(tm_file_prefetch(path, prefetch_cb, &seen));
+    EXPECT_TRUE(seen.calls >= 3); /* every 16 MiB and once at the end */
+    EXPECT_EQ_INT(seen.last_done, n);
+    EXPECT_EQ_INT(seen.total, n);
+    EXPECT_OK(tm_file_prefetch(path, NULL, NULL));
+    unlink(path);
+    EXPECT_EQ_INT(tm_file_prefetch("/nonexistent/model.gguf", NULL, NULL), TM_ERR_IO);
 }
 
 TM_TEST_MAIN()
