@@ -299,6 +299,35 @@ static inline void x2_k4_scales(const uint8_t *q, int sc[8], int m[8]) {
     }
 }
 
+
+/* Q4_K / Q5_K scales and mins of one super-block as vectors (the 6-bit fields
+ * regrouped with 32-bit masks, as ggml's utmp trick does): *sc = 16 bytes whose
+ * int16 lanes 0..7 hold scales 0..7 (both halves alike, for in-lane shuffles),
+ * and the int32 min term sum_j m_j * (bsums[2j] + bsums[2j+1]). */
+AVX2 static inline __m256i x2_k4_scales_vec(const uint8_t *q, const int16_t *bsums, int32_t *imin) {
+    uint32_t u[4];
+    memcpy(u, q, 12);
+    u[3] = ((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4);
+    const uint32_t m03 = u[1] & 0x3f3f3f3fu;
+    u[1] = (u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4);
+    u[2] = m03;
+    u[0] &= 0x3f3f3f3fu;
+    const __m128i v = _mm_loadu_si128((const __m128i *)u);
+    const __m128i sc = _mm_cvtepu8_epi16(v), mn = _mm_cvtepu8_epi16(_mm_srli_si128(v, 8));
+    const __m128i b0 = _mm_loadu_si128((const __m128i *)bsums);
+    const __m128i b1 = _mm_loadu_si128((const __m128i *)(bsums + 8));
+    __m128i       p = _mm_madd_epi16(mn, _mm_hadd_epi16(b0, b1));
+    p = _mm_add_epi32(p, _mm_shuffle_epi32(p, _MM_SHUFFLE(1, 0, 3, 2)));
+    p = _mm_add_epi32(p, _mm_shuffle_epi32(p, _MM_SHUFFLE(2, 3, 0, 1)));
+    *imin = _mm_cvtsi128_si32(p);
+    return _mm256_inserti128_si256(_mm256_castsi128_si256(sc), sc, 1);
+}
+
+/* int16 lanes all = scale k of x2_k4_scales_vec's vector. */
+AVX2 static inline __m256i x2_k4_bcast(__m256i sc, int k) {
+    return _mm256_shuffle_epi8(sc, _mm256_set1_epi16((short)(((2 * k + 1) << 8) | (2 * k))));
+}
+
 AVX2 static void x2_dot_q2_k(int64_t n, float *s, const void *w, const void *x) {
     const uint8_t *b = w;
     const tm_q8_k *y = x;
@@ -360,19 +389,18 @@ AVX2 static void x2_dot_q4_k(int64_t n, float *s, const void *w, const void *x) 
     float          sum = 0.0f;
     const __m256i  m4 = _mm256_set1_epi8(0x0F);
     for (int64_t i = 0; i < n / TM_QKK; i++, b += 144) {
-        int sc[8], m[8];
-        x2_k4_scales(b + 4, sc, m);
-        int32_t imin = 0;
-        for (int j = 0; j < 8; j++)
-            imin += m[j] * (y[i].bsums[2 * j] + y[i].bsums[2 * j + 1]);
-        __m256i acc = _mm256_setzero_si256();
+        int32_t       imin;
+        const __m256i sc = x2_k4_scales_vec(b + 4, y[i].bsums, &imin);
+        __m256i       acc = _mm256_setzero_si256();
         for (int j = 0; j < 4; j++) {
             const __m256i qs = _mm256_loadu_si256((const __m256i *)(b + 16 + 32 * j));
             const __m256i lo = _mm256_and_si256(qs, m4);
             const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(qs, 4), m4);
-            acc = _mm256_add_epi32(acc, x2_dot_u8s(lo, y[i].q + 64 * j, sc[2 * j], sc[2 * j]));
-            acc = _mm256_add_epi32(
-                acc, x2_dot_u8s(hi, y[i].q + 64 * j + 32, sc[2 * j + 1], sc[2 * j + 1]));
+            const __m256i pl = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(y[i].q + 64 * j)));
+            const __m256i ph =
+                _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(y[i].q + 64 * j + 32)));
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(pl, x2_k4_bcast(sc, 2 * j)));
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(ph, x2_k4_bcast(sc, 2 * j + 1)));
         }
         const int32_t isum = x2_hsum_i32(acc);
         sum += x2_f16(b) * y[i].d * (float)isum - x2_f16(b + 2) * y[i].d * (float)imin;
@@ -386,11 +414,8 @@ AVX2 static void x2_dot_q5_k(int64_t n, float *s, const void *w, const void *x) 
     float          sum = 0.0f;
     const __m256i  m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
     for (int64_t i = 0; i < n / TM_QKK; i++, b += 176) {
-        int sc[8], m[8];
-        x2_k4_scales(b + 4, sc, m);
-        int32_t imin = 0;
-        for (int j = 0; j < 8; j++)
-            imin += m[j] * (y[i].bsums[2 * j] + y[i].bsums[2 * j + 1]);
+        int32_t       imin;
+        const __m256i sc = x2_k4_scales_vec(b + 4, y[i].bsums, &imin);
         const __m256i qh = _mm256_loadu_si256((const __m256i *)(b + 16));
         __m256i       acc = _mm256_setzero_si256();
         for (int j = 0; j < 4; j++) {
@@ -400,9 +425,11 @@ AVX2 static void x2_dot_q5_k(int64_t n, float *s, const void *w, const void *x) 
             const __m256i lo = _mm256_or_si256(_mm256_and_si256(qs, m4), _mm256_slli_epi16(h0, 4));
             const __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qs, 4), m4),
                                                _mm256_slli_epi16(h1, 4));
-            acc = _mm256_add_epi32(acc, x2_dot_u8s(lo, y[i].q + 64 * j, sc[2 * j], sc[2 * j]));
-            acc = _mm256_add_epi32(
-                acc, x2_dot_u8s(hi, y[i].q + 64 * j + 32, sc[2 * j + 1], sc[2 * j + 1]));
+            const __m256i pl = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(y[i].q + 64 * j)));
+            const __m256i ph =
+                _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(y[i].q + 64 * j + 32)));
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(pl, x2_k4_bcast(sc, 2 * j)));
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(ph, x2_k4_bcast(sc, 2 * j + 1)));
         }
         const int32_t isum = x2_hsum_i32(acc);
         sum += x2_f16(b) * y[i].d * (float)isum - x2_f16(b + 2) * y[i].d * (float)imin;
@@ -416,12 +443,14 @@ AVX2 static void x2_dot_q6_k(int64_t n, float *s, const void *w, const void *x) 
     float          sum = 0.0f;
     const __m256i  m4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(3);
     for (int64_t i = 0; i < n / TM_QKK; i++, b += 210) {
-        const int8_t *sc = (const int8_t *)(b + 192);
-        int32_t       imin = 0;
-        for (int g = 0; g < 16; g++)
-            imin += 32 * sc[g] * y[i].bsums[g];
+        /* 16 int8 scales -> int16; imin = 32 * sum_g sc_g * bsums_g */
+        const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b + 192)));
+        const int32_t imin =
+            32 * x2_hsum_i32(_mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)y[i].bsums)));
         __m256i acc = _mm256_setzero_si256();
         for (int j = 0; j < 2; j++) {
+            const __m128i s8 = j == 0 ? _mm256_castsi256_si128(sc16) : _mm256_extracti128_si256(sc16, 1);
+            const __m256i s2 = _mm256_inserti128_si256(_mm256_castsi128_si256(s8), s8, 1);
             const __m256i ql0 = _mm256_loadu_si256((const __m256i *)(b + 64 * j));
             const __m256i ql1 = _mm256_loadu_si256((const __m256i *)(b + 64 * j + 32));
             const __m256i qh = _mm256_loadu_si256((const __m256i *)(b + 128 + 32 * j));
@@ -431,9 +460,17 @@ AVX2 static void x2_dot_q6_k(int64_t n, float *s, const void *w, const void *x) 
             for (int h = 0; h < 4; h++) {
                 const __m256i hb = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * h), m3);
                 const __m256i u = _mm256_or_si256(lo[h], _mm256_slli_epi16(hb, 4));
-                const int     g = 8 * j + 2 * h;
-                acc = _mm256_add_epi32(acc,
-                                       x2_dot_u8s(u, y[i].q + 128 * j + 32 * h, sc[g], sc[g + 1]));
+                /* scale 2h of this half in the first 8 lanes, 2h + 1 in the last 8 */
+                const __m256i sv = _mm256_shuffle_epi8(
+                    s2, _mm256_setr_epi8(4 * h, 4 * h + 1, 4 * h, 4 * h + 1, 4 * h, 4 * h + 1, 4 * h,
+                                         4 * h + 1, 4 * h, 4 * h + 1, 4 * h, 4 * h + 1, 4 * h,
+                                         4 * h + 1, 4 * h, 4 * h + 1, 4 * h + 2, 4 * h + 3, 4 * h + 2,
+                                         4 * h + 3, 4 * h + 2, 4 * h + 3, 4 * h + 2, 4 * h + 3,
+                                         4 * h + 2, 4 * h + 3, 4 * h + 2, 4 * h + 3, 4 * h + 2,
+                                         4 * h + 3, 4 * h + 2, 4 * h + 3));
+                const __m256i p = _mm256_maddubs_epi16(
+                    u, _mm256_loadu_si256((const __m256i *)(y[i].q + 128 * j + 32 * h)));
+                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, sv));
             }
         }
         sum += x2_f16(b + 208) * y[i].d * (float)(x2_hsum_i32(acc) - imin);
