@@ -60,15 +60,20 @@ typedef enum tm_op {
     TM_OP_ROPE,     /* src0 [hd, nh, T], src1 pos [T] I32, src2 freq factors [n_rot/2] F32
                        or NULL; ip[0] n_rot, ip[1] tm_rope_mode; fp[0] theta base */
     TM_OP_KV_STORE, /* src0 k [hd, nkv, T], src1 v [hd, nkv, T], src2 K cache, src3 V cache
-                       ([hd*nkv, n_ctx] F32/F16 leaves), src4 pos [T]; writes row pos[t]
-                       of each cache. Result has no data: later nodes list it as a source
-                       to order themselves after the write. */
+                       ([hd*nkv, n_rows] F32/F16 leaves), src4 pos [T]; writes row pos[t]
+                       of each cache, or row slot[t] when src5 (slots [T] I32, a paged
+                       cache: tm_kv_store_set_slots) is set. Result has no data: later
+                       nodes list it as a source to order themselves after the write. */
     TM_OP_ATTN,     /* src0 q [hd, nh, T], src1 K cache, src2 V cache, src3 pos [T],
                        src4 the KV_STORE node; causal attention over cache rows
                        [lo, pos[t]], lo = pos[t] - ip[0] + 1 when ip[0] (sliding window)
                        > 0 else 0; fp[0] scale, fp[1] logit soft-cap (0 = none).
                        ip[2] = 1: bidirectional (encoders): every token sees rows
-                       [lo, pos[T-1]] of its batch. -> [hd * nh, T] F32 */
+                       [lo, pos[T-1]] of its batch. Paged cache (tm_attn_set_blocks):
+                       src5 block tables [n_blk, T] I32, ip[3] block size (a power of
+                       two); logical position j of token t lives in cache row
+                       src5[t][j / ip[3]] * ip[3] + j % ip[3], so each token reads only
+                       its own sequence's blocks. -> [hd * nh, T] F32 */
     TM_OP_COUNT
 } tm_op;
 
@@ -151,6 +156,13 @@ tm_tensor *tm_attn(tm_graph *g, tm_tensor *q, tm_tensor *kc, tm_tensor *vc, tm_t
                    tm_tensor *store, int32_t n_head_kv, int32_t swa, float scale, float softcap);
 /* Makes an attn node bidirectional (ip[2] = 1): encoders. */
 void tm_attn_set_bidirectional(tm_tensor *attn);
+/* Paged KV cache: the store writes token t to cache row slots[t] (I32 [T]) instead
+ * of pos[t]. */
+void tm_kv_store_set_slots(tm_tensor *store, tm_tensor *slots);
+/* Paged KV cache: token t reads logical position j from cache row
+ * tables[t][j / block_size] * block_size + j % block_size (tables I32 [n_blk, T];
+ * block_size a power of two; n_blk * block_size bounds a sequence's positions). */
+void tm_attn_set_blocks(tm_tensor *attn, tm_tensor *tables, int32_t block_size);
 /* Contiguous reshape (a view with new ne); x must be contiguous. */
 tm_tensor *tm_reshape(tm_graph *g, tm_tensor *x, int n_dims, const int64_t *ne);
 /* View of ne[1]-columns [c0, c0 + n) of a contiguous 2-D tensor. */

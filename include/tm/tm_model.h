@@ -1,7 +1,7 @@
 /*
  * tm_model.h - load a decoder-only transformer (weights + recipe) and run it on
- * the CPU: tm_model holds the immutable weights, tm_ctx one sequence's KV cache
- * and scratch.
+ * the CPU: tm_model holds the immutable weights, tm_ctx the KV cache (a paged
+ * pool of one or several sequences) and scratch.
  *
  * A model is a recipe (docs/recipes.md: the transformer block as data, chosen by
  * the GGUF general.architecture or config.json model_type, or given as a JSON
@@ -26,6 +26,14 @@
  *     const float *logits = tm_ctx_logits(ctx, -1);  // last token, n_vocab floats
  *     tm_ctx_decode(ctx, &next, 1);                   // one step: no heap allocation
  *     tm_ctx_free(ctx);
+ *
+ * Several sequences in one pass (cp.n_seq_max = 4): tokens carry their sequence
+ *
+ *     int32_t tok[3] = {a, b, c}, seq[3] = {0, 1, 1};
+ *     bool want[3] = {true, false, true};
+ *     tm_batch b = {.n_tokens = 3, .token = tok, .seq_id = seq, .want_logits = want};
+ *     tm_ctx_decode_batch(ctx, &b);  // tm_ctx_logits(ctx, 0): seq 0, (ctx, 1): seq 1
+ *     tm_ctx_seq_remove(ctx, 1);     // blocks back to the pool
  *     tm_model_free(model);
  *
  * Threads: a tm_model is immutable after tm_model_load() returns; any number of
@@ -94,11 +102,15 @@ const tm_gguf *tm_model_gguf(const tm_model *model);
 
 /* ---- context ------------------------------------------------------------------ */
 typedef struct tm_ctx_params {
-    int32_t  n_ctx;      /* positions of KV cache; 0 = min(n_ctx_train, 2048) */
-    int32_t  n_batch;    /* most tokens per tm_ctx_decode call; 0 = min(n_ctx, 128) */
+    int32_t  n_ctx;      /* positions one sequence may hold; 0 = min(n_ctx_train, 2048) */
+    int32_t  n_batch;    /* most tokens per decode call; 0 = min(n_ctx, 128) */
     int32_t  n_threads;  /* compute threads; 0 = online CPUs */
     tm_dtype kv_dtype;   /* TM_DTYPE_F32 (default) or TM_DTYPE_F16 */
     bool     logits_all; /* logits for every token of a batch, not just the last */
+    /* Multi-sequence contexts (tm_ctx_decode_batch); the defaults give one sequence. */
+    int32_t n_seq_max;     /* sequence ids 0 .. n_seq_max - 1; 0 = 1 */
+    int32_t kv_block_size; /* positions per KV block, a power of two; 0 = 16 */
+    int32_t n_kv_blocks;   /* blocks in the KV pool; 0 = n_seq_max * ceil(n_ctx / block) */
 } tm_ctx_params;
 
 tm_ctx_params tm_ctx_params_default(void);
@@ -113,9 +125,32 @@ void      tm_ctx_free(tm_ctx *ctx); /* NULL is a no-op */
  * when the cache has no room. Does no heap allocation. */
 tm_status tm_ctx_decode(tm_ctx *ctx, const int32_t *tokens, int32_t n_tokens);
 
-/* Logits (n_vocab floats) of token i of the last batch (logits_all), or of its
- * last token for i = -1. Owned by ctx, valid until the next decode. */
+/* Several sequences in one forward pass (continuous batching). Token i is
+ * token[i] of sequence seq_id[i] at position pos[i]; a sequence's tokens in a
+ * batch must be its next positions, in order (pos may be NULL to mean exactly
+ * that). Attention reads only the token's own sequence (causal, sliding
+ * window), so each sequence's logits equal those of decoding it alone. */
+typedef struct tm_batch {
+    int32_t        n_tokens;    /* 1 .. n_batch */
+    const int32_t *token;       /* [n_tokens] ids in [0, n_vocab) */
+    const int32_t *pos;         /* [n_tokens] positions, or NULL: each sequence's next ones */
+    const int32_t *seq_id;      /* [n_tokens] in [0, n_seq_max) */
+    const bool    *want_logits; /* [n_tokens], or NULL: the last token of each sequence */
+} tm_batch;
+
+/* Runs one batch. Logits of the tokens with want_logits come back in batch
+ * order: tm_ctx_logits(ctx, k) is the k-th of them. At most n_batch tokens and
+ * (unless logits_all) min(n_batch, n_seq_max) logits rows per call.
+ * TM_ERR_INVALID for a bad id, sequence, position or count; TM_ERR_FULL when a
+ * sequence would pass n_ctx or the KV pool lacks blocks (nothing changes then).
+ * Does no heap allocation. */
+tm_status tm_ctx_decode_batch(tm_ctx *ctx, const tm_batch *batch);
+
+/* Logits (n_vocab floats) of output i of the last decode (tm_ctx_decode: token i
+ * with logits_all; else output 0 is the last token), or of the last output for
+ * i = -1. Owned by ctx, valid until the next decode. */
 const float *tm_ctx_logits(const tm_ctx *ctx, int32_t i);
+int32_t      tm_ctx_n_outputs(const tm_ctx *ctx); /* logits rows of the last decode */
 /* Embedding models: clears ctx, runs tokens (1..n_batch, a whole sequence) and
  * writes the mean-pooled, L2-normalized vector to out[0..n_out). model must be the
  * model ctx was made from, n_out == tm_model_n_embd_out(model). TM_ERR_INVALID for a
@@ -123,11 +158,28 @@ const float *tm_ctx_logits(const tm_ctx *ctx, int32_t i);
  * TM_ERR_INVALID / TM_ERR_FULL). */
 tm_status tm_ctx_embed(tm_ctx *ctx, const tm_model *model, const int32_t *tokens, int32_t n_tokens,
                        float *out, int32_t n_out);
-int32_t   tm_ctx_n_past(const tm_ctx *ctx);
-int32_t   tm_ctx_n_ctx(const tm_ctx *ctx);
-void      tm_ctx_clear(tm_ctx *ctx); /* forget the sequence: n_past = 0 */
-/* Keeps the first n_past positions and forgets the rest (e.g. to reuse a cached
- * prompt prefix). TM_ERR_INVALID when n_past is negative or beyond tm_ctx_n_past(). */
+int32_t   tm_ctx_n_past(const tm_ctx *ctx); /* of sequence 0 */
+int32_t   tm_ctx_n_ctx(const tm_ctx *ctx);  /* positions per sequence */
+void      tm_ctx_clear(tm_ctx *ctx);        /* forget every sequence */
+/* Keeps the first n_past positions of sequence 0 and forgets the rest (e.g. to
+ * reuse a cached prompt prefix). TM_ERR_INVALID when n_past is negative or beyond
+ * tm_ctx_n_past(). */
 tm_status tm_ctx_truncate(tm_ctx *ctx, int32_t n_past);
+
+/* ---- sequences of a multi-sequence context (paged KV pool, tm_kvcache.h) ------- */
+int32_t tm_ctx_n_seq_max(const tm_ctx *ctx);
+int32_t tm_ctx_seq_n_past(const tm_ctx *ctx, int32_t seq); /* 0 for a bad id */
+/* Forgets seq; its KV blocks go back to the pool (registered ones stay cached). */
+void tm_ctx_seq_remove(tm_ctx *ctx, int32_t seq);
+/* Keeps seq's first n positions (a shared last block is copied first).
+ * TM_ERR_INVALID for a bad id or n; TM_ERR_FULL when the copy finds no block. */
+tm_status tm_ctx_seq_truncate(tm_ctx *ctx, int32_t seq, int32_t n);
+/* The empty sequence dst starts as src's first n positions, sharing src's full
+ * blocks (no copy) and copying a partial last one. Errors as tm_kvcache.h. */
+tm_status tm_ctx_seq_copy_prefix(tm_ctx *ctx, int32_t src, int32_t dst, int32_t n);
+/* The context's block manager, for the prefix cache (tm_kvcache_seq_attach_prefix /
+ * _register) and pool statistics. Owned by ctx; same thread rule as ctx. Do not
+ * append to or remove sequences through it: use the tm_ctx_seq_* calls. */
+struct tm_kvcache *tm_ctx_kvcache(tm_ctx *ctx);
 
 #endif /* TM_MODEL_H */

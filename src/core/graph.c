@@ -275,6 +275,20 @@ void tm_attn_set_bidirectional(tm_tensor *attn) {
     attn->ip[2] = 1;
 }
 
+void tm_kv_store_set_slots(tm_tensor *store, tm_tensor *slots) {
+    TM_ASSERT(store->op == TM_OP_KV_STORE && slots->dtype == TM_DTYPE_I32);
+    TM_ASSERT(slots->ne[0] == store->src[4]->ne[0]);
+    store->src[5] = slots;
+}
+
+void tm_attn_set_blocks(tm_tensor *attn, tm_tensor *tables, int32_t block_size) {
+    TM_ASSERT(attn->op == TM_OP_ATTN && tables->dtype == TM_DTYPE_I32);
+    TM_ASSERT(tables->ne[1] == attn->src[0]->ne[2]);
+    TM_ASSERT(block_size > 0 && (block_size & (block_size - 1)) == 0);
+    attn->src[5] = tables;
+    attn->ip[3] = block_size;
+}
+
 static tm_tensor *graph_view(tm_graph *g, tm_tensor *x, int n_dims, const int64_t *ne,
                              size_t offs) {
     tm_tensor *t = graph_new(g, TM_OP_VIEW, x->dtype, n_dims, ne);

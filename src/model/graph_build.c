@@ -50,6 +50,12 @@ void tm__graph_build(const tm_model *m, tm_graph *g, const tm_build_params *bp,
     tm_tensor *ids = tm_graph_leaf(g, TM_DTYPE_I32, 1, (int64_t[]){T}, bp->ids);
     tm_tensor *pos = tm_graph_leaf(g, TM_DTYPE_I32, 1, (int64_t[]){T}, bp->pos);
     tm_tensor *ff = m->w[TM_SLOT_ROPE_FREQS].data ? (tm_tensor *)&m->w[TM_SLOT_ROPE_FREQS] : NULL;
+    /* paged KV: one slot per token and a copy of its sequence's block table */
+    tm_tensor *slots = NULL, *tabs = NULL;
+    if (bp->slots != NULL) {
+        slots = tm_graph_leaf(g, TM_DTYPE_I32, 1, (int64_t[]){T}, bp->slots);
+        tabs = tm_graph_leaf(g, TM_DTYPE_I32, 2, (int64_t[]){bp->n_tbl, T}, bp->tables);
+    }
 
     tm_tensor *x = tm_get_rows(g, (tm_tensor *)&m->w[TM_SLOT_TOKEN_EMBD], ids);
     if (r->embd_scale)
@@ -83,6 +89,10 @@ void tm__graph_build(const tm_model *m, tm_graph *g, const tm_build_params *bp,
         tm_tensor *st = tm_kv_store(g, k, v, &bp->kc[il], &bp->vc[il], pos);
         tm_tensor *a = tm_attn(g, q, &bp->kc[il], &bp->vc[il], pos, st, hp->n_head_kv,
                                L->swa ? hp->n_swa : 0, 1.0f / sqrtf((float)hd), r->attn_softcap);
+        if (slots != NULL) {
+            tm_kv_store_set_slots(st, slots);
+            tm_attn_set_blocks(a, tabs, bp->block_size);
+        }
         if (!r->causal)
             tm_attn_set_bidirectional(a);
         tm_tensor *o = gb_linear(g, &w[TM_SLOT_ATTN_OUT], &b[TM_SLOT_ATTN_OUT], a);
@@ -125,8 +135,19 @@ void tm__graph_build(const tm_model *m, tm_graph *g, const tm_build_params *bp,
         *logits = p;
         return;
     }
-    if (!bp->logits_all && T > 1)
+    if (!bp->logits_all && bp->n_out == 0) {
+        /* nothing to read out (a prefill chunk): the step only fills the cache */
+        tm_graph_set_output(x);
+        *logits = NULL;
+        return;
+    }
+    if (!bp->logits_all && bp->out_ids == NULL && T > 1) {
         x = tm_view_cols(g, x, T - 1, 1);
+    } else if (!bp->logits_all && bp->out_ids != NULL && bp->n_out < T) {
+        /* the requested tokens' hidden states only (a copy: exact) */
+        tm_tensor *oi = tm_graph_leaf(g, TM_DTYPE_I32, 1, (int64_t[]){bp->n_out}, bp->out_ids);
+        x = tm_get_rows(g, x, oi);
+    }
     x = gb_norm(g, m, x, &m->w[TM_SLOT_OUTPUT_NORM], &m->b[TM_SLOT_OUTPUT_NORM]);
     const tm_tensor *wout =
         m->w[TM_SLOT_OUTPUT].data != NULL ? &m->w[TM_SLOT_OUTPUT] : &m->w[TM_SLOT_TOKEN_EMBD];

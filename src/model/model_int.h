@@ -175,8 +175,17 @@ typedef struct tm_build_params {
     int32_t    n_tokens;
     int32_t   *ids;     /* [n_tokens] */
     int32_t   *pos;     /* [n_tokens] */
-    tm_tensor *kc, *vc; /* [n_layer] cache tensors, [hd * n_head_kv, n_ctx] */
+    tm_tensor *kc, *vc; /* [n_layer] cache tensors, [hd * n_head_kv, n_rows] */
     bool       logits_all;
+    /* paged cache (NULL slots: contiguous, row = position) */
+    int32_t *slots;      /* [n_tokens] cache row each token's K/V goes to */
+    int32_t *tables;     /* [n_tokens * n_tbl] each token's sequence block table */
+    int32_t  n_tbl;      /* entries per table */
+    int32_t  block_size; /* positions per block (power of two) */
+    /* outputs when !logits_all: n_out rows, out_ids [n_out] token indices; n_out
+     * == 1 with out_ids NULL means the last token (the single-sequence case) */
+    int32_t  n_out;
+    int32_t *out_ids;
 } tm_build_params;
 
 /* Builds the forward graph of one step; *logits is [n_vocab, n_out] (or the pooled

@@ -7,6 +7,9 @@
  * |ours - HF| / max |HF| < rel_tol (1e-4) over every position of every prompt.
  */
 #include <jansson.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -517,6 +520,244 @@ TEST(llama2c_stories260k) {
     }
     for (int i = 0; i < 24; i++)
         EXPECT_EQ_INT(out[0][i], out[1][i]);
+    tm_model_free(m);
+}
+
+/* ---- multi-sequence batches (tm_ctx_decode_batch) over the paged KV pool ------- */
+
+#define BT_SEQ 4
+#define BT_GEN 8
+
+static double rel_err(const float *a, const float *b, int n) {
+    double md = 0.0, mb = 0.0;
+    for (int i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        md = d > md ? d : md;
+        mb = fabs((double)b[i]) > mb ? fabs((double)b[i]) : mb;
+    }
+    return md / (mb > 0.0 ? mb : 1.0);
+}
+
+/* Four sequences with different prompt lengths, start steps and prefill chunk
+ * sizes run through one context, one batch per step (decode tokens mixed with
+ * prefill chunks, sequences in varying order); every logits row must equal the
+ * same sequence decoded alone within 1e-5 relative, and greedy tokens match. */
+static void batch_equals_single(const char *path, int32_t block_size) {
+    tm_model_params mp = tm_model_params_default();
+    mp.path = path;
+    tm_model *m = NULL;
+    ASSERT_OK(tm_model_load(&mp, &m));
+    const int32_t nv = tm_model_get_hparams(m)->n_vocab;
+    static const int32_t plen[BT_SEQ] = {7, 13, 4, 19}, start[BT_SEQ] = {0, 0, 2, 3},
+                         chunk[BT_SEQ] = {7, 5, 4, 6};
+    int32_t prompt[BT_SEQ][32], ref_tok[BT_SEQ][BT_GEN];
+    float  *ref = malloc((size_t)BT_SEQ * BT_GEN * (size_t)nv * sizeof(float));
+    uint32_t rng = 12345;
+    for (int s = 0; s < BT_SEQ; s++)
+        for (int i = 0; i < plen[s]; i++) {
+            rng = rng * 1664525u + 1013904223u;
+            prompt[s][i] = (int32_t)((rng >> 8) % (uint32_t)nv);
+        }
+    /* reference: each sequence alone in a single-sequence context */
+    for (int s = 0; s < BT_SEQ; s++) {
+        tm_ctx_params cp = tm_ctx_params_default();
+        cp.n_ctx = 64;
+        cp.n_batch = 32;
+        cp.n_threads = 2;
+        tm_ctx *ctx = NULL;
+        ASSERT_OK(tm_ctx_init(m, &cp, &ctx));
+        ASSERT_OK(tm_ctx_decode(ctx, prompt[s], plen[s]));
+        for (int g = 0; g < BT_GEN; g++) {
+            const float *lg = tm_ctx_logits(ctx, -1);
+            memcpy(ref + ((size_t)s * BT_GEN + (size_t)g) * (size_t)nv, lg,
+                   (size_t)nv * sizeof(float));
+            ref_tok[s][g] = argmax(lg, nv);
+            if (g + 1 < BT_GEN)
+                ASSERT_OK(tm_ctx_decode(ctx, &ref_tok[s][g], 1));
+        }
+        tm_ctx_free(ctx);
+    }
+    tm_ctx_params cp = tm_ctx_params_default();
+    cp.n_ctx = 64;
+    cp.n_batch = 32;
+    cp.n_threads = 2;
+    cp.n_seq_max = BT_SEQ;
+    cp.kv_block_size = block_size;
+    tm_ctx *ctx = NULL;
+    ASSERT_OK(tm_ctx_init(m, &cp, &ctx));
+    int32_t fed[BT_SEQ] = {0}, gen[BT_SEQ] = {0}, last[BT_SEQ] = {0};
+    double  worst = 0.0;
+    int     mismatches = 0;
+    for (int step = 0; step < 64; step++) {
+        int32_t tok[32], seq[32], pos[32], who[BT_SEQ];
+        bool    want[32];
+        int32_t n = 0, n_out = 0;
+        for (int k = 0; k < BT_SEQ; k++) {
+            const int s = (k + step) % BT_SEQ; /* rotate the order */
+            if (step < start[s] || gen[s] >= BT_GEN || (fed[s] == plen[s] && gen[s] == 0 &&
+                                                        step == start[s] - 1))
+                continue;
+            if (fed[s] < plen[s]) {
+                int32_t c = plen[s] - fed[s] < chunk[s] ? plen[s] - fed[s] : chunk[s];
+                for (int32_t i = 0; i < c; i++, n++) {
+                    tok[n] = prompt[s][fed[s] + i];
+                    seq[n] = s;
+                    pos[n] = fed[s] + i;
+                    want[n] = fed[s] + i == plen[s] - 1;
+                }
+                fed[s] += c;
+            } else {
+                tok[n] = last[s];
+                seq[n] = s;
+                pos[n] = plen[s] + gen[s] - 1;
+                want[n] = true;
+                n++;
+            }
+            if (want[n - 1])
+                who[n_out++] = s;
+        }
+        if (n == 0)
+            break;
+        tm_batch b = {.n_tokens = n, .token = tok, .pos = pos, .seq_id = seq, .want_logits = want};
+        ASSERT_OK(tm_ctx_decode_batch(ctx, &b));
+        EXPECT_EQ_INT(tm_ctx_n_outputs(ctx), n_out);
+        for (int o = 0; o < n_out; o++) {
+            const int    s = who[o];
+            const float *lg = tm_ctx_logits(ctx, o);
+            double e = rel_err(lg, ref + ((size_t)s * BT_GEN + (size_t)gen[s]) * (size_t)nv, nv);
+            worst = e > worst ? e : worst;
+            last[s] = argmax(lg, nv);
+            mismatches += last[s] != ref_tok[s][gen[s]];
+            gen[s]++;
+        }
+    }
+    for (int s = 0; s < BT_SEQ; s++) {
+        EXPECT_EQ_INT(gen[s], BT_GEN);
+        EXPECT_EQ_INT(tm_ctx_seq_n_past(ctx, s), plen[s] + BT_GEN - 1);
+    }
+    printf("  %s (block %d): max rel. logit difference batched vs alone %.2e\n", path, block_size,
+           worst);
+    EXPECT_TRUE(worst < 1e-5);
+    EXPECT_EQ_INT(mismatches, 0);
+    tm_ctx_free(ctx);
+    tm_model_free(m);
+    free(ref);
+}
+
+TEST(batch_equals_single_llama) { batch_equals_single(GOLDEN_DIR "llama.gguf", 4); }
+TEST(batch_equals_single_qwen2) { batch_equals_single(GOLDEN_DIR "qwen2.gguf", 16); }
+TEST(batch_equals_single_qwen3) { batch_equals_single(GOLDEN_DIR "qwen3.gguf", 8); }
+/* sliding window 4 on some layers, two RoPE bases */
+TEST(batch_equals_single_gemma3) { batch_equals_single(GOLDEN_DIR "gemma3.gguf", 4); }
+TEST(batch_equals_single_mistral_swa) { batch_equals_single(GOLDEN_DIR "mistral-hf", 2); }
+
+/* The batched step must not allocate either; sequences come and go. */
+TEST(decode_batch_does_not_allocate) {
+    tm_model_params mp = tm_model_params_default();
+    mp.path = GOLDEN_DIR "qwen2.gguf";
+    tm_model *m = NULL;
+    ASSERT_OK(tm_model_load(&mp, &m));
+    tm_ctx_params cp = tm_ctx_params_default();
+    cp.n_ctx = 48;
+    cp.n_batch = 16;
+    cp.n_threads = 2;
+    cp.n_seq_max = 4;
+    cp.kv_block_size = 8;
+    tm_ctx *ctx = NULL;
+    ASSERT_OK(tm_ctx_init(m, &cp, &ctx));
+    int32_t  tok[16], seq[16];
+    uint64_t before = tm_alloc_count();
+    for (int step = 0; step < 60; step++) {
+        int32_t n = 0;
+        for (int32_t s = 0; s < 4; s++) {
+            if (tm_ctx_seq_n_past(ctx, s) >= 40 - 4 * s)
+                tm_ctx_seq_remove(ctx, s); /* finished: blocks back, starts again */
+            int32_t c = tm_ctx_seq_n_past(ctx, s) == 0 ? 3 : 1;
+            for (int32_t i = 0; i < c; i++, n++) {
+                tok[n] = (step * 7 + s * 13 + i) % 256;
+                seq[n] = s;
+            }
+        }
+        tm_batch b = {.n_tokens = n, .token = tok, .seq_id = seq};
+        EXPECT_OK(tm_ctx_decode_batch(ctx, &b));
+        EXPECT_EQ_INT(tm_ctx_n_outputs(ctx), 4);
+    }
+    EXPECT_EQ_INT(tm_alloc_count() - before, 0);
+    /* errors: bad sequence, wrong position, too many logits rows, full sequence */
+    int32_t bad_seq = 4, p = 99;
+    tm_batch b = {.n_tokens = 1, .token = tok, .seq_id = &bad_seq};
+    EXPECT_EQ_INT(tm_ctx_decode_batch(ctx, &b), TM_ERR_INVALID);
+    int32_t s0 = 0;
+    b = (tm_batch){.n_tokens = 1, .token = tok, .seq_id = &s0, .pos = &p};
+    EXPECT_EQ_INT(tm_ctx_decode_batch(ctx, &b), TM_ERR_INVALID);
+    bool all[16];
+    for (int i = 0; i < 16; i++) {
+        all[i] = true;
+        seq[i] = i % 4;
+    }
+    b = (tm_batch){.n_tokens = 5, .token = tok, .seq_id = seq, .want_logits = all};
+    EXPECT_EQ_INT(tm_ctx_decode_batch(ctx, &b), TM_ERR_INVALID);
+    tm_ctx_clear(ctx);
+    for (int i = 0; i < 16; i++) {
+        seq[i] = 1;
+        tok[i] = i;
+    }
+    for (int k = 0; k < 3; k++) {
+        b = (tm_batch){.n_tokens = 16, .token = tok, .seq_id = seq};
+        EXPECT_OK(tm_ctx_decode_batch(ctx, &b));
+    }
+    EXPECT_EQ_INT(tm_ctx_decode_batch(ctx, &b), TM_ERR_FULL);
+    EXPECT_EQ_INT(tm_ctx_seq_n_past(ctx, 1), 48);
+    tm_ctx_free(ctx);
+    tm_model_free(m);
+}
+
+/* copy_prefix shares blocks (a partial one is copied) and truncate copies a
+ * shared tail: both continue exactly like the original sequence. */
+TEST(seq_copy_prefix_and_truncate) {
+    tm_model_params mp = tm_model_params_default();
+    mp.path = GOLDEN_DIR "llama.gguf";
+    tm_model *m = NULL;
+    ASSERT_OK(tm_model_load(&mp, &m));
+    const int32_t nv = tm_model_get_hparams(m)->n_vocab;
+    tm_ctx_params cp = tm_ctx_params_default();
+    cp.n_ctx = 32;
+    cp.n_batch = 16;
+    cp.n_threads = 1;
+    cp.n_seq_max = 3;
+    cp.kv_block_size = 4;
+    tm_ctx *ctx = NULL;
+    ASSERT_OK(tm_ctx_init(m, &cp, &ctx));
+    int32_t  tok[10] = {1, 5, 9, 33, 2, 7, 100, 64, 3, 11}, seq[10] = {0};
+    tm_batch b = {.n_tokens = 10, .token = tok, .seq_id = seq};
+    ASSERT_OK(tm_ctx_decode_batch(ctx, &b));
+    float *want = malloc((size_t)nv * sizeof(float));
+    int32_t nxt = 42;
+    b = (tm_batch){.n_tokens = 1, .token = &nxt, .seq_id = seq};
+    ASSERT_OK(tm_ctx_decode_batch(ctx, &b)); /* seq 0 at 11 positions */
+    memcpy(want, tm_ctx_logits(ctx, 0), (size_t)nv * sizeof(float));
+    /* seq 1 = first 10 positions of seq 0 (2 shared blocks + a copied partial one) */
+    ASSERT_OK(tm_ctx_seq_copy_prefix(ctx, 0, 1, 10));
+    int32_t s1 = 1;
+    b = (tm_batch){.n_tokens = 1, .token = &nxt, .seq_id = &s1};
+    ASSERT_OK(tm_ctx_decode_batch(ctx, &b));
+    EXPECT_TRUE(rel_err(tm_ctx_logits(ctx, 0), want, nv) < 1e-6);
+    /* seq 2 = first 8 (2 shared full blocks), then truncated into a shared block */
+    ASSERT_OK(tm_ctx_seq_copy_prefix(ctx, 0, 2, 8));
+    ASSERT_OK(tm_ctx_seq_truncate(ctx, 2, 6)); /* block 1 is shared: copied */
+    int32_t s2[5] = {2, 2, 2, 2, 2};
+    b = (tm_batch){.n_tokens = 4, .token = tok + 6, .seq_id = s2};
+    ASSERT_OK(tm_ctx_decode_batch(ctx, &b));
+    b = (tm_batch){.n_tokens = 1, .token = &nxt, .seq_id = s2};
+    ASSERT_OK(tm_ctx_decode_batch(ctx, &b));
+    EXPECT_TRUE(rel_err(tm_ctx_logits(ctx, 0), want, nv) < 1e-6);
+    /* seq 0 is untouched by the writes of 1 and 2 */
+    ASSERT_OK(tm_ctx_seq_truncate(ctx, 0, 10));
+    b = (tm_batch){.n_tokens = 1, .token = &nxt, .seq_id = seq};
+    ASSERT_OK(tm_ctx_decode_batch(ctx, &b));
+    EXPECT_TRUE(rel_err(tm_ctx_logits(ctx, 0), want, nv) < 1e-6);
+    free(want);
+    tm_ctx_free(ctx);
     tm_model_free(m);
 }
 
