@@ -30,20 +30,25 @@
 typedef struct tm_server tm_server; /* opaque */
 
 typedef struct tm_server_params {
-    const char *host;           /* interface to bind; default "127.0.0.1" */
-    int32_t     port;           /* default 8080; 0 = any free port (see tm_server_port) */
-    const char *api_key;        /* NULL: no auth; else "Authorization: Bearer KEY" required */
-    const char *model_path;     /* GGUF or llama2.c .bin; required; copied */
-    const char *tokenizer_path; /* NULL: the GGUF's own tokenizer; copied */
-    const char *chat_template;  /* NULL: the model's; else a builtin name or a file; copied */
-    const char *model_id;       /* name in /v1/models; NULL: file name without .gguf */
-    int32_t     n_parallel;     /* concurrent sequences (contexts); default 4 */
-    int32_t     n_ctx;          /* positions per sequence; 0 = min(n_ctx_train, 2048) */
-    int32_t     n_batch;        /* token budget per scheduler step; default 128 */
-    int32_t     n_threads;      /* compute threads; 0 = online CPUs */
-    int32_t     max_queue;      /* waiting requests before 429; default 64 */
-    size_t      max_body_bytes; /* request body cap (413 above); default 8 MiB */
-    bool        quiet;          /* no per-request log lines */
+    const char *host;                 /* interface to bind; default "127.0.0.1" */
+    int32_t     port;                 /* default 8080; 0 = any free port (see tm_server_port) */
+    const char *api_key;              /* NULL: no auth; else "Authorization: Bearer KEY" required */
+    const char *model_path;           /* GGUF or llama2.c .bin; required; copied */
+    const char *tokenizer_path;       /* NULL: the GGUF's own tokenizer; copied */
+    const char *chat_template;        /* NULL: the model's; else a builtin name or a file; copied */
+    const char *model_id;             /* name in /v1/models; NULL: file name without .gguf */
+    const char *embedding_model_path; /* NULL: no /v1/embeddings; else an embedding model
+                                         (e.g. a BERT HF folder); copied */
+    const char *embedding_model_id;   /* NULL: the folder/file name */
+    int32_t     max_stored_responses; /* finished /v1/responses kept for previous_response_id
+                                         and GET; default 256 (oldest dropped first) */
+    int32_t n_parallel;               /* concurrent sequences (contexts); default 4 */
+    int32_t n_ctx;                    /* positions per sequence; 0 = min(n_ctx_train, 2048) */
+    int32_t n_batch;                  /* token budget per scheduler step; default 128 */
+    int32_t n_threads;                /* compute threads; 0 = online CPUs */
+    int32_t max_queue;                /* waiting requests before 429; default 64 */
+    size_t  max_body_bytes;           /* request body cap (413 above); default 8 MiB */
+    bool    quiet;                    /* no per-request log lines */
 } tm_server_params;
 
 tm_server_params tm_server_params_default(void);
@@ -63,6 +68,7 @@ void      tm_server_free(tm_server *srv); /* NULL is a no-op */
 typedef enum tm_api_kind {
     TM_API_CHAT = 0,       /* POST /v1/chat/completions */
     TM_API_COMPLETION = 1, /* POST /v1/completions */
+    TM_API_RESPONSES = 2,  /* POST /v1/responses: a chat request underneath (responses.c) */
 } tm_api_kind;
 
 #define TM_API_MAX_N 8 /* choices per request (n) */
@@ -144,9 +150,12 @@ char *tm_api_usage_chunk_json(tm_api_kind kind, const char *id, int64_t created,
 bool tm_sse_append_data(char **buf, size_t *len, size_t *cap, const char *json, size_t json_len);
 /* Appends "data: [DONE]\n\n". */
 bool tm_sse_append_done(char **buf, size_t *len, size_t *cap);
+/* Appends "event: <event>\ndata: <json>\n\n" (the Responses API's framing). */
+bool tm_sse_append_event(char **buf, size_t *len, size_t *cap, const char *event, const char *json,
+                         size_t json_len);
 
 /* ---- metrics (metrics.c) ------------------------------------------------------ */
-#define TM_METRICS_N_ROUTES 9
+#define TM_METRICS_N_ROUTES 11
 #define TM_METRICS_N_CODES 10
 extern const char *const tm_metrics_route_names[TM_METRICS_N_ROUTES]; /* "/v1/models", ... */
 extern const int         tm_metrics_codes[TM_METRICS_N_CODES];        /* 200, 400, ... */

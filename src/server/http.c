@@ -41,101 +41,9 @@
 #include "tm/tm_server.h"
 #include "tm/tm_tokenizer.h"
 
-enum { LOAD_LOADING = 0, LOAD_READY = 1, LOAD_FAILED = 2 };
+#include "server_int.h"
 
-enum {
-    R_MODELS = 0,
-    R_CHAT,
-    R_COMPLETIONS,
-    R_TOKENIZE,
-    R_DETOKENIZE,
-    R_HEALTH,
-    R_METRICS,
-    R_OTHER,
-    R_EMBEDDINGS,
-};
-
-#define SRV_WRITE_CHUNK 65536
-
-typedef struct txn {
-    struct txn  *next, *prev; /* srv->active, while generation requests are live */
-    bool         in_active;
-    struct lws  *wsi;
-    int          route;
-    bool         is_post;
-    tm_api_error pending_err; /* found before the body arrived (401/404/405) */
-    bool         has_pending_err;
-    char        *body;
-    size_t       body_len, body_cap;
-    bool         body_refused; /* 413 sent; ignore the rest */
-
-    /* response */
-    int         status;
-    const char *ctype;
-    bool        retry_after;
-    bool        responding; /* status chosen, headers queued */
-    bool        headers_sent;
-    bool        streaming; /* SSE: no content-length, connection closes at the end */
-    bool        final;     /* nothing more will be appended to out */
-    bool        close_after;
-    char       *out;
-    size_t      out_len, out_cap, out_off;
-
-    /* generation */
-    tm_api_kind   kind;
-    bool          include_usage;
-    int32_t       n;
-    tm_sched_req *reqs[TM_API_MAX_N];
-    char         *text[TM_API_MAX_N];
-    size_t        text_len[TM_API_MAX_N], text_cap[TM_API_MAX_N];
-    tm_finish     fin[TM_API_MAX_N];
-    bool          role_sent[TM_API_MAX_N];
-    int32_t       n_completion[TM_API_MAX_N];
-    int32_t       n_prompt;
-    char          id[48];
-    int64_t       created;
-    double        t_start_s;
-} txn;
-
-typedef struct pss {
-    txn *t;
-} pss;
-
-struct tm_server {
-    tm_server_params    p;
-    char               *host, *api_key, *model_path, *tok_path, *tmpl_arg, *model_id;
-    struct lws_context *lws;
-    int32_t             port;
-    atomic_bool         stop;
-
-    pthread_t  loader;
-    bool       loader_started;
-    atomic_int load_state; /* release store by the loader, acquire loads elsewhere */
-    char       load_error[512];
-    bool       announced;
-
-    /* engine: written by the loader before LOAD_READY, then read-only */
-    tm_model               *model;
-    tm_tokenizer           *tok;
-    tm_chat_template       *tmpl;
-    tm_chat_template_source tsrc;
-    char                   *bos_text, *eos_text;
-    tm_sched               *sched;
-    int32_t                 n_ctx;
-    int32_t                 n_vocab;
-
-    /* service thread only */
-    txn          *active;
-    uint64_t      requests[TM_METRICS_N_ROUTES][TM_METRICS_N_CODES];
-    uint64_t      rejected_long;
-    uint64_t      seed_state;
-    uint64_t      next_id;
-    double        t_start_s;
-    int64_t       created;
-    unsigned char scratch[LWS_PRE + SRV_WRITE_CHUNK];
-};
-
-static double srv_now(void) {
+double tm__srv_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
@@ -147,12 +55,13 @@ tm_server_params tm_server_params_default(void) {
                               .n_parallel = 4,
                               .n_batch = 128,
                               .max_queue = 64,
+                              .max_stored_responses = 256,
                               .max_body_bytes = 8u << 20};
 }
 
 /* ---- transactions ------------------------------------------------------------------ */
 
-static void txn_unlink(tm_server *srv, txn *t) {
+void tm__txn_unlink(tm_server *srv, txn *t) {
     if (!t->in_active)
         return;
     if (t->prev)
@@ -165,20 +74,23 @@ static void txn_unlink(tm_server *srv, txn *t) {
     t->in_active = false;
 }
 
-static void txn_free(tm_server *srv, txn *t) {
+void tm__txn_free(tm_server *srv, txn *t) {
     if (t == NULL)
         return;
-    txn_unlink(srv, t);
+    tm__txn_unlink(srv, t);
     for (int32_t i = 0; i < TM_API_MAX_N; i++) {
         tm_sched_req_release(t->reqs[i]); /* cancels a request still running */
         tm_free(t->text[i]);
     }
+    if (t->emb != NULL)
+        tm__emb_job_drop(srv, t->emb);
+    tm__resp_free(t->resp);
     tm_free(t->body);
     tm_free(t->out);
     tm_free(t);
 }
 
-static void srv_count(tm_server *srv, int route, int status) {
+void tm__srv_count(tm_server *srv, int route, int status) {
     int c = TM_METRICS_N_CODES - 1;
     for (int i = 0; i < TM_METRICS_N_CODES - 1; i++)
         if (tm_metrics_codes[i] == status)
@@ -186,7 +98,7 @@ static void srv_count(tm_server *srv, int route, int status) {
     srv->requests[route][c]++;
 }
 
-static bool txn_append(txn *t, const char *s, size_t n) {
+bool tm__txn_append(txn *t, const char *s, size_t n) {
     size_t need;
     if (!tm_size_add(t->out_len, n, &need) || !tm_size_add(need, 1, &need))
         return false;
@@ -207,36 +119,36 @@ static bool txn_append(txn *t, const char *s, size_t n) {
 }
 
 /* Queues a complete response; body is copied. */
-static void txn_respond(tm_server *srv, txn *t, int status, const char *ctype, const char *body,
-                        size_t len) {
+void tm__txn_respond(tm_server *srv, txn *t, int status, const char *ctype, const char *body,
+                     size_t len) {
     t->status = status;
     t->ctype = ctype;
     t->responding = true;
     t->final = true;
     t->out_len = t->out_off = 0;
-    if (body != NULL && !txn_append(t, body, len)) {
+    if (body != NULL && !tm__txn_append(t, body, len)) {
         t->status = 500;
         t->out_len = 0;
         t->close_after = true;
     }
-    srv_count(srv, t->route, t->status);
+    tm__srv_count(srv, t->route, t->status);
     lws_callback_on_writable(t->wsi);
 }
 
-static void txn_respond_json(tm_server *srv, txn *t, int status, char *json /* taken */) {
+void tm__txn_respond_json(tm_server *srv, txn *t, int status, char *json /* taken */) {
     if (json == NULL) {
         static const char oom[] = "{\"error\":{\"message\":\"out of memory\",\"type\":"
                                   "\"server_error\",\"param\":null,\"code\":null}}";
-        txn_respond(srv, t, 500, "application/json", oom, sizeof oom - 1);
+        tm__txn_respond(srv, t, 500, "application/json", oom, sizeof oom - 1);
         return;
     }
-    txn_respond(srv, t, status, "application/json", json, strlen(json));
+    tm__txn_respond(srv, t, status, "application/json", json, strlen(json));
     tm_free(json);
 }
 
-static void txn_respond_error(tm_server *srv, txn *t, const tm_api_error *e) {
+void tm__txn_respond_error(tm_server *srv, txn *t, const tm_api_error *e) {
     t->retry_after = e->http_status == 429 || e->http_status == 503;
-    txn_respond_json(srv, t, e->http_status, tm_api_error_json(e));
+    tm__txn_respond_json(srv, t, e->http_status, tm_api_error_json(e));
 }
 
 /* ---- engine loading (helper thread) ----------------------------------------------- */
@@ -292,7 +204,7 @@ static tm_status srv_load_template(tm_server *srv) {
 
 static void *srv_loader_main(void *arg) {
     tm_server *srv = arg;
-    double     t0 = srv_now();
+    double     t0 = tm__srv_now();
     tm_status  st;
 
     tm_model_params mp = tm_model_params_default();
@@ -326,10 +238,12 @@ static void *srv_loader_main(void *arg) {
         sp.wakeup_user = srv;
         st = tm_sched_init(&sp, &srv->sched);
     }
+    if (st == TM_OK)
+        st = tm__emb_load(srv);
     if (st == TM_OK) {
         srv->n_ctx = tm_sched_n_ctx(srv->sched);
         fprintf(stderr, "tensor-mesh-api: model %s loaded in %.2f s (%d slots x %d positions)\n",
-                srv->model_id, srv_now() - t0, srv->p.n_parallel, srv->n_ctx);
+                srv->model_id, tm__srv_now() - t0, srv->p.n_parallel, srv->n_ctx);
         /* release: the engine fields above are visible to whoever acquires READY. */
         atomic_store_explicit(&srv->load_state, LOAD_READY, memory_order_release);
     } else {
@@ -343,14 +257,14 @@ static void *srv_loader_main(void *arg) {
     return NULL;
 }
 
-static bool srv_ready(tm_server *srv) {
+bool tm__srv_ready(tm_server *srv) {
     /* acquire: pairs with the loader's release store. */
     return atomic_load_explicit(&srv->load_state, memory_order_acquire) == LOAD_READY;
 }
 
 /* ---- generation ---------------------------------------------------------------------- */
 
-static uint64_t srv_splitmix(uint64_t *x) {
+uint64_t tm__srv_splitmix(uint64_t *x) {
     uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
@@ -358,8 +272,8 @@ static uint64_t srv_splitmix(uint64_t *x) {
 }
 
 /* Turns a validated request into prompt token ids, or an error. */
-static tm_status srv_prompt_ids(tm_server *srv, const tm_api_request *rq, int32_t **ids, size_t *n,
-                                tm_api_error *err) {
+tm_status tm__srv_prompt_ids(tm_server *srv, const tm_api_request *rq, int32_t **ids, size_t *n,
+                             tm_api_error *err) {
     *ids = NULL;
     *n = 0;
     if (rq->prompt_ids != NULL) {
@@ -401,89 +315,79 @@ static tm_status srv_prompt_ids(tm_server *srv, const tm_api_request *rq, int32_
     return TM_OK;
 }
 
-static void srv_generate(tm_server *srv, txn *t) {
-    tm_api_error   err;
-    tm_api_request rq;
-    int32_t       *ids = NULL;
-    size_t         n_ids = 0;
-    t->kind = t->route == R_CHAT ? TM_API_CHAT : TM_API_COMPLETION;
-    if (tm_api_request_parse(t->kind, t->body, t->body_len, &rq, &err) != TM_OK) {
-        txn_respond_error(srv, t, &err);
+void tm__txn_link(tm_server *srv, txn *t) {
+    if (t->in_active)
         return;
-    }
-    if (strcmp(rq.model, srv->model_id) != 0 && strcmp(rq.model, srv->model_path) != 0) {
-        tm_api_error_set(&err, 404, NULL, "model", "model_not_found",
-                         "The model '%s' does not exist; this server serves '%s'", rq.model,
-                         srv->model_id);
+    t->prev = NULL;
+    t->next = srv->active;
+    if (srv->active)
+        srv->active->prev = t;
+    srv->active = t;
+    t->in_active = true;
+}
+
+tm_status tm__srv_submit(tm_server *srv, txn *t, const tm_api_request *rq, tm_api_error *err) {
+    int32_t *ids = NULL;
+    size_t   n_ids = 0;
+    if (tm__srv_prompt_ids(srv, rq, &ids, &n_ids, err) != TM_OK)
         goto fail;
-    }
-    if (srv_prompt_ids(srv, &rq, &ids, &n_ids, &err) != TM_OK)
-        goto fail;
+    const char *what = rq->kind == TM_API_COMPLETION ? "prompt" : "messages";
+    if (rq->kind == TM_API_RESPONSES)
+        what = "input";
     if (n_ids == 0) {
-        tm_api_error_set(&err, 400, NULL, rq.kind == TM_API_CHAT ? "messages" : "prompt", NULL,
-                         "the prompt is empty");
+        tm_api_error_set(err, 400, NULL, what, NULL, "the prompt is empty");
         goto fail;
     }
     if (n_ids >= (size_t)srv->n_ctx) {
         srv->rejected_long++;
-        tm_api_error_set(&err, 400, NULL, rq.kind == TM_API_CHAT ? "messages" : "prompt",
-                         "context_length_exceeded",
+        tm_api_error_set(err, 400, NULL, what, "context_length_exceeded",
                          "This model's maximum context length is %d tokens. However, your prompt "
                          "has %zu tokens (at least one position must be left to generate).",
                          srv->n_ctx, n_ids);
         goto fail;
     }
     tm_gen_params gp = tm_gen_params_default();
-    gp.sampler = rq.sampler;
-    gp.max_tokens = rq.max_tokens;
-    gp.ignore_eos = rq.ignore_eos;
-    gp.n_stop = rq.n_stop;
-    for (int32_t i = 0; i < rq.n_stop; i++)
-        gp.stop[i] = rq.stop[i];
-    if (!rq.has_seed)
-        gp.sampler.seed = srv_splitmix(&srv->seed_state);
-    t->n = rq.n;
+    gp.sampler = rq->sampler;
+    gp.max_tokens = rq->max_tokens;
+    gp.ignore_eos = rq->ignore_eos;
+    gp.n_stop = rq->n_stop;
+    for (int32_t i = 0; i < rq->n_stop; i++)
+        gp.stop[i] = rq->stop[i];
+    if (!rq->has_seed)
+        gp.sampler.seed = tm__srv_splitmix(&srv->seed_state);
+    t->n = rq->n;
     t->n_prompt = (int32_t)n_ids;
-    t->include_usage = rq.include_usage;
-    for (int32_t i = 0; i < rq.n; i++) {
+    t->include_usage = rq->include_usage;
+    for (int32_t i = 0; i < TM_API_MAX_N; i++) {
+        t->fin[i] = TM_FINISH_NONE;
+        t->n_completion[i] = 0;
+        t->role_sent[i] = false;
+        t->text_len[i] = 0;
+    }
+    for (int32_t i = 0; i < rq->n; i++) {
         tm_gen_params g = gp;
         g.sampler.seed = gp.sampler.seed + (uint64_t)i; /* n > 1: distinct, reproducible */
         tm_status st = tm_sched_req_init(&g, ids, (int32_t)n_ids, &t->reqs[i]);
         if (st == TM_OK)
             st = tm_sched_submit(srv->sched, t->reqs[i]);
         if (st == TM_ERR_FULL) {
-            tm_api_error_set(&err, 429, "server_overloaded", NULL, "queue_full",
+            tm_api_error_set(err, 429, "server_overloaded", NULL, "queue_full",
                              "The server is busy (%s); retry shortly", tm_last_error());
             goto fail_reqs;
         } else if (st != TM_OK) {
-            tm_api_error_set(&err, st == TM_ERR_INVALID ? 400 : 500,
+            tm_api_error_set(err, st == TM_ERR_INVALID ? 400 : 500,
                              st == TM_ERR_INVALID ? "invalid_request_error" : "server_error", NULL,
                              NULL, "%s", tm_last_error());
             goto fail_reqs;
         }
     }
     tm_free(ids);
-    ids = NULL;
-    snprintf(t->id, sizeof t->id, "%s-%016llx", t->kind == TM_API_CHAT ? "chatcmpl" : "cmpl",
-             (unsigned long long)srv_splitmix(&srv->seed_state));
     t->created = (int64_t)time(NULL);
-    t->t_start_s = srv_now();
-    t->next = srv->active;
-    if (srv->active)
-        srv->active->prev = t;
-    srv->active = t;
-    t->in_active = true;
-    lws_set_timeout(t->wsi, NO_PENDING_TIMEOUT, 0); /* generation may take minutes */
-    if (rq.stream) {
-        t->status = 200;
-        t->ctype = "text/event-stream";
-        t->streaming = true;
-        t->responding = true;
-        srv_count(srv, t->route, 200);
-        lws_callback_on_writable(t->wsi);
-    }
-    tm_api_request_free(&rq);
-    return;
+    t->t_start_s = tm__srv_now();
+    tm__txn_link(srv, t);
+    if (!t->ws)
+        lws_set_timeout(t->wsi, NO_PENDING_TIMEOUT, 0); /* generation may take minutes */
+    return TM_OK;
 fail_reqs:
     for (int32_t i = 0; i < TM_API_MAX_N; i++) {
         tm_sched_req_release(t->reqs[i]);
@@ -491,14 +395,51 @@ fail_reqs:
     }
 fail:
     tm_free(ids);
+    return TM_ERR_INVALID;
+}
+
+static void srv_generate(tm_server *srv, txn *t) {
+    tm_api_error   err;
+    tm_api_request rq;
+    t->kind = t->route == R_CHAT ? TM_API_CHAT : TM_API_COMPLETION;
+    if (tm_api_request_parse(t->kind, t->body, t->body_len, &rq, &err) != TM_OK) {
+        tm__txn_respond_error(srv, t, &err);
+        return;
+    }
+    if (strcmp(rq.model, srv->model_id) != 0 && strcmp(rq.model, srv->model_path) != 0) {
+        if (srv->emb_id != NULL && strcmp(rq.model, srv->emb_id) == 0)
+            tm_api_error_set(&err, 400, NULL, "model", "model_not_supported",
+                             "The model '%s' is an embedding model: it serves /v1/embeddings only",
+                             rq.model);
+        else
+            tm_api_error_set(&err, 404, NULL, "model", "model_not_found",
+                             "The model '%s' does not exist; this server serves '%s'", rq.model,
+                             srv->model_id);
+        goto fail;
+    }
+    if (tm__srv_submit(srv, t, &rq, &err) != TM_OK)
+        goto fail;
+    snprintf(t->id, sizeof t->id, "%s-%016llx", t->kind == TM_API_CHAT ? "chatcmpl" : "cmpl",
+             (unsigned long long)tm__srv_splitmix(&srv->seed_state));
+    if (rq.stream) {
+        t->status = 200;
+        t->ctype = "text/event-stream";
+        t->streaming = true;
+        t->responding = true;
+        tm__srv_count(srv, t->route, 200);
+        lws_callback_on_writable(t->wsi);
+    }
     tm_api_request_free(&rq);
-    txn_respond_error(srv, t, &err);
+    return;
+fail:
+    tm_api_request_free(&rq);
+    tm__txn_respond_error(srv, t, &err);
 }
 
 static const char *srv_model_name(tm_server *srv) { return srv->model_id; }
 
 /* Appends one SSE event built from json (taken); false on out-of-memory. */
-static bool txn_sse(txn *t, char *json) {
+bool tm__txn_sse(txn *t, char *json) {
     if (json == NULL)
         return false;
     bool ok = tm_sse_append_data(&t->out, &t->out_len, &t->out_cap, json, strlen(json));
@@ -521,20 +462,20 @@ static bool txn_pump(tm_server *srv, txn *t) {
         bool ok = true;
         if (t->streaming) {
             if (t->kind == TM_API_CHAT && !t->role_sent[i] && (o.started || o.len > 0)) {
-                ok &= txn_sse(t, tm_api_chunk_json(t->kind, t->id, t->created, model, i, true, "",
-                                                   0, TM_FINISH_NONE, t->include_usage));
+                ok &= tm__txn_sse(t, tm_api_chunk_json(t->kind, t->id, t->created, model, i, true,
+                                                       "", 0, TM_FINISH_NONE, t->include_usage));
                 t->role_sent[i] = true;
                 news = true;
             }
             if (o.len > 0) {
-                ok &=
-                    txn_sse(t, tm_api_chunk_json(t->kind, t->id, t->created, model, i, false,
-                                                 o.text, o.len, TM_FINISH_NONE, t->include_usage));
+                ok &= tm__txn_sse(t, tm_api_chunk_json(t->kind, t->id, t->created, model, i, false,
+                                                       o.text, o.len, TM_FINISH_NONE,
+                                                       t->include_usage));
                 news = true;
             }
             if (o.finish == TM_FINISH_STOP || o.finish == TM_FINISH_LENGTH) {
-                ok &= txn_sse(t, tm_api_chunk_json(t->kind, t->id, t->created, model, i, false,
-                                                   NULL, 0, o.finish, t->include_usage));
+                ok &= tm__txn_sse(t, tm_api_chunk_json(t->kind, t->id, t->created, model, i, false,
+                                                       NULL, 0, o.finish, t->include_usage));
                 news = true;
             }
         } else if (o.len > 0) {
@@ -583,7 +524,7 @@ static bool txn_pump(tm_server *srv, txn *t) {
     tm_api_usage usage = {.prompt_tokens = t->n_prompt};
     for (int32_t i = 0; i < t->n; i++)
         usage.completion_tokens += t->n_completion[i];
-    txn_unlink(srv, t);
+    tm__txn_unlink(srv, t);
     for (int32_t i = 0; i < TM_API_MAX_N; i++) {
         tm_sched_req_release(t->reqs[i]);
         t->reqs[i] = NULL;
@@ -592,9 +533,9 @@ static bool txn_pump(tm_server *srv, txn *t) {
         if (failed) {
             tm_api_error e;
             tm_api_error_set(&e, 500, "server_error", NULL, NULL, "generation failed: %s", errmsg);
-            txn_sse(t, tm_api_error_json(&e));
+            tm__txn_sse(t, tm_api_error_json(&e));
         } else if (t->include_usage) {
-            txn_sse(t, tm_api_usage_chunk_json(t->kind, t->id, t->created, model, &usage));
+            tm__txn_sse(t, tm_api_usage_chunk_json(t->kind, t->id, t->created, model, &usage));
         }
         tm_sse_append_done(&t->out, &t->out_len, &t->out_cap);
         t->final = true;
@@ -603,38 +544,47 @@ static bool txn_pump(tm_server *srv, txn *t) {
     if (failed) {
         tm_api_error e;
         tm_api_error_set(&e, 500, "server_error", NULL, NULL, "generation failed: %s", errmsg);
-        txn_respond_error(srv, t, &e);
+        tm__txn_respond_error(srv, t, &e);
         return true;
     }
     tm_api_choice ch[TM_API_MAX_N];
     for (int32_t i = 0; i < t->n; i++)
         ch[i] = (tm_api_choice){.text = t->text[i], .len = t->text_len[i], .finish = t->fin[i]};
-    txn_respond_json(srv, t, 200,
-                     tm_api_response_json(t->kind, t->id, t->created, model, ch, t->n, &usage));
+    tm__txn_respond_json(srv, t, 200,
+                         tm_api_response_json(t->kind, t->id, t->created, model, ch, t->n, &usage));
     if (!srv->p.quiet)
         fprintf(stderr, "tensor-mesh-api: %s %d prompt + %d completion tokens in %.2f s\n", t->id,
-                usage.prompt_tokens, usage.completion_tokens, srv_now() - t->t_start_s);
+                usage.prompt_tokens, usage.completion_tokens, tm__srv_now() - t->t_start_s);
     return true;
 }
 
 /* ---- small endpoints ---------------------------------------------------------------- */
 
-static void srv_models(tm_server *srv, txn *t) {
+static json_t *srv_model_json(tm_server *srv, const char *id, int32_t max_len) {
     json_t *m = json_object();
-    json_object_set_new(m, "id", json_string(srv->model_id));
+    json_object_set_new(m, "id", json_string(id));
     json_object_set_new(m, "object", json_string("model"));
     json_object_set_new(m, "created", json_integer(srv->created));
     json_object_set_new(m, "owned_by", json_string("tensormesh"));
-    if (srv_ready(srv))
-        json_object_set_new(m, "max_model_len", json_integer(srv->n_ctx));
+    if (tm__srv_ready(srv))
+        json_object_set_new(m, "max_model_len", json_integer(max_len));
+    return m;
+}
+
+static void srv_models(tm_server *srv, txn *t) {
     json_t *data = json_array();
-    json_array_append_new(data, m);
+    json_array_append_new(data, srv_model_json(srv, srv->model_id, srv->n_ctx));
+    if (srv->emb_id != NULL) {
+        json_t *m = srv_model_json(srv, srv->emb_id, srv->emb_n_ctx);
+        json_object_set_new(m, "task", json_string("embedding")); /* extension */
+        json_array_append_new(data, m);
+    }
     json_t *root = json_object();
     json_object_set_new(root, "object", json_string("list"));
     json_object_set_new(root, "data", data);
     char *s = json_dumps(root, JSON_COMPACT);
     json_decref(root);
-    txn_respond(srv, t, 200, "application/json", s, s ? strlen(s) : 0);
+    tm__txn_respond(srv, t, 200, "application/json", s, s ? strlen(s) : 0);
     free(s);
 }
 
@@ -642,36 +592,36 @@ static void srv_health(tm_server *srv, txn *t) {
     int st = atomic_load_explicit(&srv->load_state, memory_order_acquire);
     if (st == LOAD_READY) {
         static const char ok[] = "{\"status\":\"ok\"}";
-        txn_respond(srv, t, 200, "application/json", ok, sizeof ok - 1);
+        tm__txn_respond(srv, t, 200, "application/json", ok, sizeof ok - 1);
         return;
     }
     tm_api_error e;
     tm_api_error_set(&e, 503, "unavailable_error", NULL, NULL,
                      st == LOAD_LOADING ? "Loading model" : "Model failed to load");
-    txn_respond_error(srv, t, &e);
+    tm__txn_respond_error(srv, t, &e);
 }
 
 static void srv_metrics(tm_server *srv, txn *t) {
     tm_metrics_input *in = tm_calloc(1, sizeof *in);
     if (in == NULL) {
-        txn_respond_json(srv, t, 500, NULL);
+        tm__txn_respond_json(srv, t, 500, NULL);
         return;
     }
     in->model_id = srv->model_id;
-    in->loaded = srv_ready(srv);
+    in->loaded = tm__srv_ready(srv);
     if (in->loaded)
         tm_sched_get_stats(srv->sched, &in->sched);
     memcpy(in->requests, srv->requests, sizeof in->requests);
-    in->requests[R_METRICS][0]++; /* this scrape, counted by txn_respond below */
+    in->requests[R_METRICS][0]++; /* this scrape, counted by tm__txn_respond below */
     in->prompt_tokens_rejected = srv->rejected_long;
-    in->uptime_s = srv_now() - srv->t_start_s;
+    in->uptime_s = tm__srv_now() - srv->t_start_s;
     char *s = tm_metrics_render(in);
     tm_free(in);
     if (s == NULL) {
-        txn_respond_json(srv, t, 500, NULL);
+        tm__txn_respond_json(srv, t, 500, NULL);
         return;
     }
-    txn_respond(srv, t, 200, "text/plain; version=0.0.4; charset=utf-8", s, strlen(s));
+    tm__txn_respond(srv, t, 200, "text/plain; version=0.0.4; charset=utf-8", s, strlen(s));
     tm_free(s);
 }
 
@@ -711,7 +661,7 @@ static void srv_tokenize(tm_server *srv, txn *t) {
         tm_status st = s ? tm_api_request_parse(TM_API_CHAT, s, strlen(s), &rq, &err)
                          : tm_api_error_set(&err, 500, "server_error", NULL, NULL, "oom");
         free(s);
-        if (st != TM_OK || srv_prompt_ids(srv, &rq, &ids, &n, &err) != TM_OK)
+        if (st != TM_OK || tm__srv_prompt_ids(srv, &rq, &ids, &n, &err) != TM_OK)
             goto fail;
     } else {
         tm_api_error_set(&err, 400, NULL, "prompt", "missing_required_parameter",
@@ -727,7 +677,7 @@ static void srv_tokenize(tm_server *srv, txn *t) {
     json_object_set_new(o, "tokens", arr);
     char *s = json_dumps(o, JSON_COMPACT);
     json_decref(o);
-    txn_respond(srv, t, 200, "application/json", s, s ? strlen(s) : 0);
+    tm__txn_respond(srv, t, 200, "application/json", s, s ? strlen(s) : 0);
     free(s);
     tm_free(ids);
     tm_api_request_free(&rq);
@@ -737,7 +687,7 @@ fail:
     tm_free(ids);
     tm_api_request_free(&rq);
     json_decref(root);
-    txn_respond_error(srv, t, &err);
+    tm__txn_respond_error(srv, t, &err);
 }
 
 /* POST /detokenize {"tokens": [ids]} -> {"prompt": text}. */
@@ -780,7 +730,7 @@ static void srv_detokenize(tm_server *srv, txn *t) {
     tm_free(text);
     char *s = json_dumps(o, JSON_COMPACT);
     json_decref(o);
-    txn_respond(srv, t, 200, "application/json", s, s ? strlen(s) : 0);
+    tm__txn_respond(srv, t, 200, "application/json", s, s ? strlen(s) : 0);
     free(s);
     tm_free(ids);
     json_decref(root);
@@ -788,7 +738,7 @@ static void srv_detokenize(tm_server *srv, txn *t) {
 fail:
     tm_free(ids);
     json_decref(root);
-    txn_respond_error(srv, t, &err);
+    tm__txn_respond_error(srv, t, &err);
 }
 
 /* ---- routing ---------------------------------------------------------------------------- */
@@ -801,11 +751,19 @@ typedef struct srv_route {
 } srv_route;
 
 static const srv_route srv_routes[] = {
-    {"/v1/models", R_MODELS, false, true},          {"/v1/chat/completions", R_CHAT, true, true},
-    {"/v1/completions", R_COMPLETIONS, true, true}, {"/tokenize", R_TOKENIZE, true, true},
-    {"/v1/tokenize", R_TOKENIZE, true, true},       {"/detokenize", R_DETOKENIZE, true, true},
-    {"/v1/detokenize", R_DETOKENIZE, true, true},   {"/health", R_HEALTH, false, false},
-    {"/v1/health", R_HEALTH, false, false},         {"/metrics", R_METRICS, false, false},
+    {"/v1/models", R_MODELS, false, true},
+    {"/v1/chat/completions", R_CHAT, true, true},
+    {"/v1/completions", R_COMPLETIONS, true, true},
+    {"/tokenize", R_TOKENIZE, true, true},
+    {"/v1/tokenize", R_TOKENIZE, true, true},
+    {"/detokenize", R_DETOKENIZE, true, true},
+    {"/v1/detokenize", R_DETOKENIZE, true, true},
+    {"/health", R_HEALTH, false, false},
+    {"/v1/health", R_HEALTH, false, false},
+    {"/metrics", R_METRICS, false, false},
+    {"/v1/embeddings", R_EMBEDDINGS, true, true},
+    {"/v1/responses", R_RESPONSES, true, true},
+    {"/", R_PAGE, false, false},
 };
 
 /* Constant-time comparison of the presented key with ours. */
@@ -824,7 +782,7 @@ static bool srv_auth_ok(tm_server *srv, struct lws *wsi) {
 
 static void srv_dispatch(tm_server *srv, txn *t) {
     if (t->has_pending_err) {
-        txn_respond_error(srv, t, &t->pending_err);
+        tm__txn_respond_error(srv, t, &t->pending_err);
         return;
     }
     if (t->route == R_HEALTH) {
@@ -839,10 +797,15 @@ static void srv_dispatch(tm_server *srv, txn *t) {
         srv_models(srv, t);
         return;
     }
-    if (!srv_ready(srv)) {
+    if (t->route == R_PAGE) {
+        tm__txn_respond(srv, t, 200, "text/html; charset=utf-8", tm__chat_page_html,
+                        tm__chat_page_len);
+        return;
+    }
+    if (!tm__srv_ready(srv)) {
         tm_api_error e;
         tm_api_error_set(&e, 503, "unavailable_error", NULL, NULL, "Loading model");
-        txn_respond_error(srv, t, &e);
+        tm__txn_respond_error(srv, t, &e);
         return;
     }
     switch (t->route) {
@@ -850,6 +813,13 @@ static void srv_dispatch(tm_server *srv, txn *t) {
     case R_COMPLETIONS: srv_generate(srv, t); break;
     case R_TOKENIZE: srv_tokenize(srv, t); break;
     case R_DETOKENIZE: srv_detokenize(srv, t); break;
+    case R_EMBEDDINGS: tm__emb_start(srv, t); break;
+    case R_RESPONSES:
+        if (t->is_post)
+            tm__resp_start(srv, t, t->body, t->body_len);
+        else
+            tm__resp_get(srv, t, t->resp_get_id);
+        break;
     default: TM_ASSERT(!"unrouted");
     }
 }
@@ -869,15 +839,20 @@ static int srv_on_http(tm_server *srv, struct lws *wsi, pss *ps, const char *uri
         if (strcmp(uri, srv_routes[i].path) == 0)
             r = &srv_routes[i];
     tm_api_error *e = &t->pending_err;
+    /* GET /v1/responses/{id}: the id is letters, digits and '_' only. */
+    static const char rp[] = "/v1/responses/";
+    if (r == NULL && strncmp(uri, rp, sizeof rp - 1) == 0 && is_get &&
+        strlen(uri + sizeof rp - 1) < sizeof t->resp_get_id &&
+        strspn(uri + sizeof rp - 1,
+               "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_") ==
+            strlen(uri + sizeof rp - 1)) {
+        static const srv_route get_resp = {"/v1/responses/", R_RESPONSES, false, true};
+        r = &get_resp;
+        snprintf(t->resp_get_id, sizeof t->resp_get_id, "%s", uri + sizeof rp - 1);
+    }
     if (r == NULL) {
-        if (strcmp(uri, "/v1/embeddings") == 0 || strcmp(uri, "/v1/responses") == 0) {
-            t->route = strcmp(uri, "/v1/embeddings") == 0 ? R_EMBEDDINGS : R_OTHER;
-            tm_api_error_set(e, 404, NULL, NULL, "unsupported_endpoint",
-                             "%s is not implemented by this server yet", uri);
-        } else {
-            tm_api_error_set(e, 404, NULL, NULL, "not_found", "Unknown route %s %s",
-                             t->is_post ? "POST" : "GET", uri);
-        }
+        tm_api_error_set(e, 404, NULL, NULL, "not_found", "Unknown route %s %s",
+                         t->is_post ? "POST" : "GET", uri);
         t->has_pending_err = true;
     } else {
         t->route = r->route;
@@ -905,7 +880,7 @@ static int srv_on_http(tm_server *srv, struct lws *wsi, pss *ps, const char *uri
                              srv->p.max_body_bytes);
             t->body_refused = true;
             t->close_after = true;
-            txn_respond_error(srv, t, &e413);
+            tm__txn_respond_error(srv, t, &e413);
         }
     }
     return 0;
@@ -923,7 +898,7 @@ static int srv_on_body(tm_server *srv, txn *t, const char *in, size_t len) {
         tm_free(t->body);
         t->body = NULL;
         t->body_len = t->body_cap = 0;
-        txn_respond_error(srv, t, &e);
+        tm__txn_respond_error(srv, t, &e);
         return 0;
     }
     if (t->body_len + len + 1 > t->body_cap) {
@@ -989,7 +964,7 @@ static int srv_on_writeable(tm_server *srv, struct lws *wsi, pss *ps) {
         return 0;
     }
     bool close = t->close_after || t->streaming;
-    txn_free(srv, t);
+    tm__txn_free(srv, t);
     ps->t = NULL;
     if (close)
         return -1;
@@ -1004,7 +979,7 @@ static int srv_callback(struct lws *wsi, enum lws_callback_reasons reason, void 
     switch (reason) {
     case LWS_CALLBACK_HTTP:
         if (ps->t != NULL) { /* keep-alive: the previous transaction is over */
-            txn_free(srv, ps->t);
+            tm__txn_free(srv, ps->t);
             ps->t = NULL;
         }
         return srv_on_http(srv, wsi, ps, (const char *)in);
@@ -1017,21 +992,31 @@ static int srv_callback(struct lws *wsi, enum lws_callback_reasons reason, void 
     case LWS_CALLBACK_CLOSED_HTTP:
     case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
         if (ps != NULL && ps->t != NULL) {
-            txn_free(srv, ps->t); /* releases (cancels) its scheduler requests */
+            tm__txn_free(srv, ps->t); /* releases (cancels) its scheduler requests */
             ps->t = NULL;
         }
         return 0;
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
         if (srv == NULL)
             return 0;
-        if (!srv->announced && srv_ready(srv))
+        if (!srv->announced && tm__srv_ready(srv))
             srv->announced = true;
         for (txn *t = srv->active, *nx; t != NULL; t = nx) {
             nx = t->next;
-            if (txn_pump(srv, t) && t->responding)
+            if (t->emb != NULL) {
+                tm__emb_pump(srv, t);
+                continue;
+            }
+            bool news = t->resp != NULL ? tm__resp_pump(srv, t) : txn_pump(srv, t);
+            if (news && (t->responding || t->ws))
                 lws_callback_on_writable(t->wsi);
         }
         return 0;
+    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+    case LWS_CALLBACK_ESTABLISHED:
+    case LWS_CALLBACK_RECEIVE:
+    case LWS_CALLBACK_SERVER_WRITEABLE:
+    case LWS_CALLBACK_CLOSED: return tm__ws_callback(srv, wsi, ps, reason, in, len);
     default: return lws_callback_http_dummy(wsi, reason, user, in, len);
     }
 }
@@ -1044,12 +1029,17 @@ static const struct lws_protocols srv_protocols[] = {
 /* ---- lifetime ------------------------------------------------------------------------- */
 
 static char *srv_default_id(const char *path) {
-    const char *b = strrchr(path, '/');
-    b = b ? b + 1 : path;
-    size_t n = strlen(b);
-    if (n > 5 && strcmp(b + n - 5, ".gguf") == 0)
+    size_t pl = strlen(path);
+    while (pl > 1 && path[pl - 1] == '/') /* a folder given as "models/x/" */
+        pl--;
+    const char *b = path;
+    for (size_t i = 0; i < pl; i++)
+        if (path[i] == '/' && i + 1 < pl)
+            b = path + i + 1;
+    size_t n = pl - (size_t)(b - path);
+    if (n > 5 && strncmp(b + n - 5, ".gguf", 5) == 0)
         n -= 5;
-    else if (n > 4 && strcmp(b + n - 4, ".bin") == 0)
+    else if (n > 4 && strncmp(b + n - 4, ".bin", 4) == 0)
         n -= 4;
     return tm_strndup(b, n);
 }
@@ -1074,11 +1064,26 @@ tm_status tm_server_init(const tm_server_params *params, tm_server **out) {
     srv->tmpl_arg = params->chat_template ? tm_strdup(params->chat_template) : NULL;
     srv->model_id =
         params->model_id ? tm_strdup(params->model_id) : srv_default_id(params->model_path);
+    pthread_mutex_init(&srv->emb_mu, NULL);
+    pthread_cond_init(&srv->emb_cv, NULL);
+    if (params->embedding_model_path != NULL) {
+        srv->emb_path = tm_strdup(params->embedding_model_path);
+        srv->emb_id = params->embedding_model_id ? tm_strdup(params->embedding_model_id)
+                                                 : srv_default_id(params->embedding_model_path);
+        if (!srv->emb_path || !srv->emb_id) {
+            st = TM_ERR_NOMEM;
+            goto fail;
+        }
+    }
     if (!srv->host || !srv->model_path || !srv->model_id) {
         st = TM_ERR_NOMEM;
         goto fail;
     }
-    srv->t_start_s = srv_now();
+    st = tm__resp_store_init(params->max_stored_responses > 0 ? params->max_stored_responses : 256,
+                             &srv->store);
+    if (st != TM_OK)
+        goto fail;
+    srv->t_start_s = tm__srv_now();
     srv->created = (int64_t)time(NULL);
     srv->seed_state = (uint64_t)time(NULL) ^ ((uint64_t)(uintptr_t)srv << 16);
     atomic_init(&srv->stop, false);
@@ -1139,10 +1144,11 @@ void tm_server_free(tm_server *srv) {
     /* Stop generating before the connections (and their txns) go away. */
     tm_sched_free(srv->sched);
     srv->sched = NULL;
+    tm__emb_free(srv); /* stops the embedding worker; jobs left are dropped below */
     if (srv->lws)
         lws_context_destroy(srv->lws); /* closes connections: CLOSED_HTTP frees their txns */
     while (srv->active != NULL)
-        txn_free(srv, srv->active);
+        tm__txn_free(srv, srv->active);
     tm_chat_template_free(srv->tmpl);
     tm_chat_template_source_free(&srv->tsrc);
     tm_tokenizer_free(srv->tok);
@@ -1155,5 +1161,10 @@ void tm_server_free(tm_server *srv) {
     tm_free(srv->tok_path);
     tm_free(srv->tmpl_arg);
     tm_free(srv->model_id);
+    tm__resp_store_free(srv->store);
+    pthread_mutex_destroy(&srv->emb_mu);
+    pthread_cond_destroy(&srv->emb_cv);
+    tm_free(srv->emb_path);
+    tm_free(srv->emb_id);
     tm_free(srv);
 }

@@ -15,12 +15,17 @@
 
 #include "tm/tm_server.h"
 
-const char *const tm_metrics_route_names[TM_METRICS_N_ROUTES] = {
-    "/v1/models",      "/v1/chat/completions",
-    "/v1/completions", "/tokenize",
-    "/detokenize",     "/health",
-    "/metrics",        "other",
-    "/v1/embeddings"};
+const char *const tm_metrics_route_names[TM_METRICS_N_ROUTES] = {"/v1/models",
+                                                                 "/v1/chat/completions",
+                                                                 "/v1/completions",
+                                                                 "/tokenize",
+                                                                 "/detokenize",
+                                                                 "/health",
+                                                                 "/metrics",
+                                                                 "other",
+                                                                 "/v1/embeddings",
+                                                                 "/v1/responses",
+                                                                 "/"};
 const int tm_metrics_codes[TM_METRICS_N_CODES] = {200, 400, 401, 404, 405, 413, 429, 500, 503, 0};
 
 typedef struct mbuf {

@@ -27,14 +27,20 @@ static void on_signal(int sig) {
 static void usage(FILE *f) {
     fprintf(f, "usage: tensor-mesh-api [--model PATH] [options]\n\n"
                "Serves MODEL over an OpenAI-compatible HTTP API: /v1/chat/completions,\n"
-               "/v1/completions (streaming with SSE), /v1/models, /tokenize, /detokenize,\n"
-               "/health and /metrics (docs/api.md).\n\n"
+               "/v1/completions (streaming with SSE), /v1/responses (SSE and WebSocket),\n"
+               "/v1/embeddings, /v1/models, /tokenize, /detokenize, /health, /metrics and a\n"
+               "chat page at / (docs/api.md).\n\n"
                "options:\n"
                "  --model PATH         GGUF or llama2.c .bin (default " DEFAULT_MODEL ")\n"
                "  --tokenizer PATH     tokenizer file/folder (default: the GGUF's own)\n"
                "  --chat-template T    builtin name (chatml, llama2, llama3, zephyr) or a .jinja\n"
                "                       file (default: the model's; chatml when it has none)\n"
                "  --model-id NAME      name in /v1/models (default: the file name)\n"
+               "  --embedding-model P  also serve /v1/embeddings with this embedding model (e.g.\n"
+               "                       models/all-MiniLM-L6-v2, a Hugging Face BERT folder)\n"
+               "  --embedding-model-id NAME  its name in /v1/models (default: the folder name)\n"
+               "  --max-stored-responses N  finished /v1/responses kept for previous_response_id\n"
+               "                       and GET /v1/responses/{id} (default 256)\n"
                "  --host ADDR          interface to bind (default 127.0.0.1)\n"
                "  --port N             TCP port (default 8080; 0 = any free port)\n"
                "  --api-key KEY        require 'Authorization: Bearer KEY' on /v1/* and /tokenize\n"
@@ -97,6 +103,7 @@ int main(int argc, char **argv) {
         INTOPT("--max-queue", 0, 1 << 20, sp.max_queue)
         INTOPT("--threads", 0, 512, sp.n_threads)
         INTOPT("--max-body-bytes", 1024, 1L << 30, sp.max_body_bytes)
+        INTOPT("--max-stored-responses", 1, 1 << 20, sp.max_stored_responses)
 #undef INTOPT
         if (!strcmp(a, "--model"))
             sp.model_path = val;
@@ -106,6 +113,10 @@ int main(int argc, char **argv) {
             sp.chat_template = val;
         else if (!strcmp(a, "--model-id"))
             sp.model_id = val;
+        else if (!strcmp(a, "--embedding-model"))
+            sp.embedding_model_path = val;
+        else if (!strcmp(a, "--embedding-model-id"))
+            sp.embedding_model_id = val;
         else if (!strcmp(a, "--host"))
             sp.host = val;
         else if (!strcmp(a, "--api-key"))

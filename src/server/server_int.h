@@ -1,0 +1,194 @@
+/*
+ * server_int.h - private to src/server: the service loop's transaction and
+ * server structs, shared by http.c (HTTP routing and the chat/completions
+ * glue), embeddings.c, responses.c and ws.c.
+ *
+ * Threads: everything here belongs to the lws service thread unless a field
+ * says otherwise (the embedding queue is guarded by emb_mu).
+ */
+#ifndef TM_SERVER_INT_H
+#define TM_SERVER_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <libwebsockets.h>
+
+#include "tm/tm_chat_template.h"
+#include "tm/tm_model.h"
+#include "tm/tm_sched.h"
+#include "tm/tm_server.h"
+#include "tm/tm_tokenizer.h"
+
+typedef struct tm__emb_job    tm__emb_job;    /* embeddings.c */
+typedef struct tm__resp       tm__resp;       /* responses.c */
+typedef struct tm__resp_store tm__resp_store; /* responses.c */
+
+enum { LOAD_LOADING = 0, LOAD_READY = 1, LOAD_FAILED = 2 };
+
+enum {
+    R_MODELS = 0,
+    R_CHAT,
+    R_COMPLETIONS,
+    R_TOKENIZE,
+    R_DETOKENIZE,
+    R_HEALTH,
+    R_METRICS,
+    R_OTHER,
+    R_EMBEDDINGS,
+    R_RESPONSES,
+    R_PAGE,
+};
+
+#define SRV_WRITE_CHUNK 65536
+
+typedef struct txn {
+    struct txn  *next, *prev; /* srv->active, while generation requests are live */
+    bool         in_active;
+    struct lws  *wsi;
+    int          route;
+    bool         is_post;
+    tm_api_error pending_err; /* found before the body arrived (401/404/405) */
+    bool         has_pending_err;
+    char         resp_get_id[64]; /* GET /v1/responses/{id} */
+    char        *body;
+    size_t       body_len, body_cap;
+    bool         body_refused; /* 413 sent; ignore the rest */
+
+    /* response */
+    int         status;
+    const char *ctype;
+    bool        retry_after;
+    bool        responding; /* status chosen, headers queued */
+    bool        headers_sent;
+    bool        streaming; /* SSE: no content-length, connection closes at the end */
+    bool        final;     /* nothing more will be appended to out */
+    bool        close_after;
+    char       *out;
+    size_t      out_len, out_cap, out_off;
+
+    /* generation */
+    tm_api_kind   kind;
+    bool          include_usage;
+    int32_t       n;
+    tm_sched_req *reqs[TM_API_MAX_N];
+    char         *text[TM_API_MAX_N];
+    size_t        text_len[TM_API_MAX_N], text_cap[TM_API_MAX_N];
+    tm_finish     fin[TM_API_MAX_N];
+    bool          role_sent[TM_API_MAX_N];
+    int32_t       n_completion[TM_API_MAX_N];
+    int32_t       n_prompt;
+    char          id[48];
+    int64_t       created;
+    double        t_start_s;
+
+    tm__emb_job *emb;  /* /v1/embeddings: the job on the embedding worker (embeddings.c) */
+    tm__resp    *resp; /* /v1/responses: response state (responses.c); owned */
+    bool         ws;   /* a WebSocket connection at /v1/responses (ws.c): out holds
+                          one event per line, each sent as one text frame */
+} txn;
+
+typedef struct pss {
+    txn *t;
+} pss;
+
+struct tm_server {
+    tm_server_params    p;
+    char               *host, *api_key, *model_path, *tok_path, *tmpl_arg, *model_id;
+    struct lws_context *lws;
+    int32_t             port;
+    atomic_bool         stop;
+
+    pthread_t  loader;
+    bool       loader_started;
+    atomic_int load_state; /* release store by the loader, acquire loads elsewhere */
+    char       load_error[512];
+    bool       announced;
+
+    /* engine: written by the loader before LOAD_READY, then read-only */
+    tm_model               *model;
+    tm_tokenizer           *tok;
+    tm_chat_template       *tmpl;
+    tm_chat_template_source tsrc;
+    char                   *bos_text, *eos_text;
+    tm_sched               *sched;
+    int32_t                 n_ctx;
+    int32_t                 n_vocab;
+
+    /* embedding model (embeddings.c): loaded before LOAD_READY, then used only
+       by the embedding worker thread */
+    char           *emb_path, *emb_id;
+    tm_model       *emb_model;
+    tm_tokenizer   *emb_tok;
+    tm_ctx         *emb_ctx;
+    int32_t         emb_n_out, emb_n_ctx, emb_n_vocab;
+    pthread_t       emb_thread;
+    bool            emb_started;
+    pthread_mutex_t emb_mu; /* guards the job queue, each job's state and emb_stop */
+    pthread_cond_t  emb_cv;
+    tm__emb_job    *emb_head, *emb_tail;
+    bool            emb_stop;
+
+    /* finished responses for previous_response_id and GET (responses.c; service thread) */
+    tm__resp_store *store;
+
+    /* service thread only */
+    txn          *active;
+    uint64_t      requests[TM_METRICS_N_ROUTES][TM_METRICS_N_CODES];
+    uint64_t      rejected_long;
+    uint64_t      seed_state;
+    uint64_t      next_id;
+    double        t_start_s;
+    int64_t       created;
+    unsigned char scratch[LWS_PRE + SRV_WRITE_CHUNK];
+};
+
+/* ---- http.c ---- */
+double    tm__srv_now(void);
+bool      tm__srv_ready(tm_server *srv);
+uint64_t  tm__srv_splitmix(uint64_t *x);
+void      tm__srv_count(tm_server *srv, int route, int status);
+void      tm__txn_unlink(tm_server *srv, txn *t);
+void      tm__txn_link(tm_server *srv, txn *t); /* onto srv->active */
+void      tm__txn_free(tm_server *srv, txn *t);
+bool      tm__txn_append(txn *t, const char *s, size_t n);
+bool      tm__txn_sse(txn *t, char *json /* taken */);
+void      tm__txn_respond(tm_server *srv, txn *t, int status, const char *ctype, const char *body,
+                          size_t len);
+void      tm__txn_respond_json(tm_server *srv, txn *t, int status, char *json /* taken */);
+void      tm__txn_respond_error(tm_server *srv, txn *t, const tm_api_error *e);
+tm_status tm__srv_prompt_ids(tm_server *srv, const tm_api_request *rq, int32_t **ids, size_t *n,
+                             tm_api_error *err);
+/* Submits rq's n sequences for t (prompt from rq); on failure *err is set. */
+tm_status tm__srv_submit(tm_server *srv, txn *t, const tm_api_request *rq, tm_api_error *err);
+
+/* ---- embeddings.c ---- */
+tm_status tm__emb_load(tm_server *srv);          /* loader thread; no-op without emb_path */
+void      tm__emb_free(tm_server *srv);          /* stops the worker, frees the model */
+void      tm__emb_start(tm_server *srv, txn *t); /* POST /v1/embeddings */
+void      tm__emb_pump(tm_server *srv, txn *t);  /* the job finished? respond */
+void      tm__emb_job_drop(tm_server *srv, tm__emb_job *j); /* txn gone */
+
+/* ---- responses.c ---- */
+tm_status tm__resp_store_init(int32_t cap, tm__resp_store **out);
+void      tm__resp_store_free(tm__resp_store *s);
+void      tm__resp_free(tm__resp *r);
+/* POST /v1/responses (HTTP) or a response.create message (ws): body is the JSON request. */
+void tm__resp_start(tm_server *srv, txn *t, const char *body, size_t len);
+void tm__resp_get(tm_server *srv, txn *t, const char *id); /* GET /v1/responses/{id} */
+bool tm__resp_pump(tm_server *srv, txn *t);                /* true when there is news to write */
+void tm__resp_cancel(tm_server *srv, txn *t);              /* ws response.cancel */
+
+/* ---- ws.c ---- */
+int tm__ws_callback(tm_server *srv, struct lws *wsi, pss *ps, enum lws_callback_reasons reason,
+                    void *in, size_t len);
+/* Appends one event (taken) to a ws txn's outgoing queue and asks for WRITEABLE. */
+bool tm__ws_send(txn *t, char *json);
+
+/* ---- page.c ---- */
+extern const char   tm__chat_page_html[];
+extern const size_t tm__chat_page_len;
+
+#endif /* TM_SERVER_INT_H */
