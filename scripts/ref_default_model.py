@@ -54,7 +54,7 @@ MODELS = {
     ),
     "gemma-3-270m": dict(
         gguf="gemma-3-270m-q4_k_m.gguf",
-        n_pos=512,
+        n_pos=1024,  # > its 512-token sliding window, so the window masking is exercised
         bos=True,  # Gemma is trained with <bos> first
         greedy_prompt="The capital of France is",
         n_greedy=16,

@@ -7,14 +7,14 @@ war-and-peace.txt whose ids our tokenizer and HF's tokenizer agree on. Both side
 the same committed ids, so these tests compare the forward pass only.
 
 For each model:
-  - `lctl eval --ids-file` over the first N_POS + 1 ids: top-1 next-token agreement with
+  - `lctl eval --ids-file` over the first N + 1 ids (N = 512; 1024 for Gemma): top-1 next-token agreement with
     transformers' top-1 >= 99% and |ppl - ref| / ref <= 1%;
   - the top-5 ids/logits at a few positions (diagnostics: close logits, same top-1);
   - `lctl run --temp 0` on a fixed prompt reproduces transformers' greedy tokens (up to the
     first step whose reference top-1/top-2 margin is below TIE, where either is right).
 
 No torch here. Skips loudly when the model file is absent (scripts/fetch_models.sh).
-TM_ACCURACY_POSITIONS overrides N_POS (at most the reference's n_pos).
+TM_ACCURACY_POSITIONS overrides N (at most the reference's n_pos).
 """
 import json
 import os
@@ -26,7 +26,11 @@ from conftest import ROOT, run
 
 GOLDEN = ROOT / "tests" / "golden" / "default_model"
 NAMES = sorted(p.stem for p in GOLDEN.glob("*.json"))
-N_POS = int(os.environ.get("TM_ACCURACY_POSITIONS", "512"))
+# Scored positions per model in CI: 512 (the issue's figure); Gemma all 1024 committed ones,
+# so that its 512-token sliding window is crossed. TM_ACCURACY_POSITIONS overrides (<= the
+# reference's n_pos).
+CI_POSITIONS = {"gemma-3-270m": 1024}
+N_POS_ENV = os.environ.get("TM_ACCURACY_POSITIONS")
 MIN_AGREE = 0.99  # the issue's requirement: top-1 agreement over 512 positions
 MAX_PPL_REL = 0.01  # the issue's requirement: perplexity within 1% of transformers
 TIE = 1e-3  # a greedy step whose reference top-1/top-2 logits differ by less is a tie
@@ -55,7 +59,7 @@ def evaluated(request, lctl, models_dir, tmp_path_factory):
     name = request.param
     ref = _ref(name)
     model = _model_path(models_dir, ref)
-    n_pos = min(N_POS, ref["n_pos"])
+    n_pos = min(int(N_POS_ENV) if N_POS_ENV else CI_POSITIONS.get(name, 512), ref["n_pos"])
     d = tmp_path_factory.mktemp(name)
     ids_file = d / "ids.txt"
     ids_file.write_text(" ".join(map(str, ref["ids"][: n_pos + 1])) + "\n")
