@@ -1,7 +1,8 @@
 /*
- * tm_sched.h - the generation scheduler: one thread owns every tm_ctx and runs
- * all active sequences step by step; other threads submit requests and read
- * text back.
+ * tm_sched.h - the generation scheduler: one thread owns the multi-sequence
+ * tm_ctx (paged KV pool, prefix cache) and runs every active sequence in one
+ * batch per step (continuous batching, chunked prefill); other threads submit
+ * requests and read text back. Design: docs/scheduler.md.
  *
  *     tm_sched_params sp = tm_sched_params_default();
  *     sp.model = model; sp.tokenizer = tok; sp.n_parallel = 4;
@@ -42,13 +43,18 @@ typedef void (*tm_sched_wakeup_fn)(void *user);
 typedef struct tm_sched_params {
     const tm_model     *model;      /* borrowed; required */
     const tm_tokenizer *tokenizer;  /* borrowed; NULL: no text out, token counts only */
-    int32_t             n_parallel; /* contexts = concurrent sequences; default 1 */
-    int32_t             n_ctx;      /* positions per context; 0 = min(n_ctx_train, 2048) */
-    int32_t             n_batch;    /* token budget of one step (prefill chunks); default 128 */
-    int32_t             n_threads;  /* compute threads per context; 0 = online CPUs */
+    int32_t             n_parallel; /* concurrent sequences; default 1 */
+    int32_t             n_ctx;      /* positions per sequence; 0 = min(n_ctx_train, 2048) */
+    int32_t             n_batch;    /* token budget of one step (decodes + prefill chunks);
+                                       default 128; raised to n_parallel if smaller */
+    int32_t             n_threads;  /* compute threads; 0 = online CPUs */
     int32_t             max_queue;  /* waiting requests before submit says FULL; default 64 */
     tm_sched_wakeup_fn  wakeup;     /* optional: new output for some request */
     void               *wakeup_user;
+    /* KV pool (paged, shared by all sequences; docs/scheduler.md) */
+    int32_t n_kv_blocks;   /* blocks; 0 = n_parallel * ceil(n_ctx / kv_block_size) */
+    int32_t kv_block_size; /* positions per block, a power of two; 0 = 16 */
+    bool    no_prefix_cache; /* true: never reuse cached prompt blocks */
 } tm_sched_params;
 
 tm_sched_params tm_sched_params_default(void);
@@ -82,6 +88,8 @@ typedef struct tm_sched_out {
     bool      started;      /* the first token was sampled (prefill is over) */
     tm_finish finish;       /* TM_FINISH_NONE while running */
     char      error[160];   /* message when finish == TM_FINISH_ERROR */
+    int32_t   n_cached;     /* prompt tokens served from the prefix cache, not prefilled
+                               (OpenAI usage.prompt_tokens_details.cached_tokens) */
 } tm_sched_out;
 
 /* Snapshot of the scheduler's counters (for /metrics). */
@@ -89,11 +97,11 @@ typedef struct tm_sched_out {
 extern const double tm_sched_ttft_bounds_s[TM_SCHED_TTFT_BUCKETS]; /* upper bounds, seconds */
 
 typedef struct tm_sched_stats {
-    int32_t  n_waiting;         /* submitted, not yet given a context */
-    int32_t  n_running;         /* holding a context */
-    int32_t  n_parallel;        /* contexts */
-    int64_t  kv_used;           /* positions in use over all contexts */
-    int64_t  kv_total;          /* n_parallel * n_ctx */
+    int32_t  n_waiting;         /* submitted, not yet admitted */
+    int32_t  n_running;         /* admitted (holding a sequence slot) */
+    int32_t  n_parallel;        /* sequence slots */
+    int64_t  kv_used;           /* positions of KV blocks in use (blocks * block size) */
+    int64_t  kv_total;          /* positions of the KV pool (n_kv_blocks * block size) */
     uint64_t n_finished;        /* requests retired, any reason */
     uint64_t n_cancelled;       /* of those, cancelled */
     uint64_t prompt_tokens;     /* total prompt tokens prefilled */
@@ -102,6 +110,13 @@ typedef struct tm_sched_stats {
     uint64_t ttft_count;        /* time to first token, from submit */
     double   ttft_sum_s;
     uint64_t ttft_bucket[TM_SCHED_TTFT_BUCKETS]; /* cumulative counts per upper bound */
+    /* paged KV pool and prefix cache */
+    int32_t  kv_blocks_total;      /* blocks in the pool */
+    int32_t  kv_blocks_free;       /* free or cached-unreferenced (evictable) */
+    int32_t  kv_blocks_cached;     /* of the free ones, kept for the prefix cache */
+    uint64_t prefix_hits;          /* requests that reused at least one cached block */
+    uint64_t prefix_cached_tokens; /* prompt tokens reused instead of prefilled */
+    uint64_t n_batch_tokens;       /* tokens run through the model (all steps) */
 } tm_sched_stats;
 
 /* Creates the contexts and starts the scheduler thread. *out stays NULL on failure. */
@@ -109,7 +124,7 @@ tm_status tm_sched_init(const tm_sched_params *params, tm_sched **out);
 /* Stops the thread; requests still queued or running finish as CANCELLED. NULL is a no-op. */
 void tm_sched_free(tm_sched *s);
 
-int32_t tm_sched_n_ctx(const tm_sched *s); /* positions per context */
+int32_t tm_sched_n_ctx(const tm_sched *s); /* positions per sequence */
 void    tm_sched_get_stats(tm_sched *s, tm_sched_stats *out);
 
 /* A request with one reference held by the caller. prompt (n_prompt >= 1 ids)

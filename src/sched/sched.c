@@ -1,32 +1,33 @@
 /*
- * sched.c - the generation scheduler (STYLE.md snippet 8).
+ * sched.c - the continuous-batching generation scheduler (STYLE.md snippet 8;
+ * docs/scheduler.md has the whole design).
  *
  * DESIGN
  * ------
- * One scheduler thread owns every tm_ctx, sampler and streaming detokenizer;
- * no other thread touches them. Requests enter through the inbox
- * (tm_sched_submit, any thread, a mutex-guarded intrusive list plus a condition
- * variable the scheduler sleeps on when idle) and leave through a per-request
- * output buffer (a mutex held only for a memcpy) plus the wakeup callback,
- * which the server turns into lws_cancel_service().
+ * One scheduler thread owns the multi-sequence tm_ctx (its paged KV pool and
+ * prefix cache), every sampler and streaming detokenizer; no other thread
+ * touches them. Requests enter through the inbox (tm_sched_submit, any thread,
+ * a mutex-guarded intrusive list plus a condition variable the scheduler
+ * sleeps on when idle) and leave through a per-request output buffer (a mutex
+ * held only for a memcpy) plus the wakeup callback, which the server turns
+ * into lws_cancel_service().
  *
  * Each iteration ("step"):
  *   1. move the inbox into the private waiting list;
- *   2. retire cancelled sequences (client gone), admit waiting requests into
- *      free slots (one slot = one tm_ctx = one sequence);
- *   3. run every active slot once: a generating slot decodes its last token,
- *      a prefilling slot decodes a chunk of its prompt, within a token budget
- *      of n_batch per step;
- *   4. sample, detokenize, match stop strings, publish text, retire finished
- *      slots, wake the server once.
- * A cancelled request is therefore dropped within one step and its context is
- * free for the next waiting request.
+ *   2. retire cancelled sequences (their KV blocks go back at once), admit
+ *      waiting requests in arrival order while a slot (= sequence id) is free
+ *      and the pool has blocks for the uncached part of the prompt; a prompt
+ *      starting with cached full blocks attaches them and skips their prefill;
+ *   3. build ONE batch: the next token of every generating sequence, then
+ *      prefill chunks of prompts (chunked prefill) within the n_batch token
+ *      budget and the free blocks; run tm_ctx_decode_batch once;
+ *   4. sample each sequence that got logits, detokenize, match stop strings,
+ *      register newly prefilled full prompt blocks in the prefix cache, publish
+ *      text, retire finished sequences, wake the server once.
  *
- * Batching: today step 3 calls tm_ctx_decode once per slot, because a
- * tm_ctx holds one sequence. When a multi-sequence context exists, only
- * sched_run_step() changes: it gathers (slot, tokens) pairs into one batch,
- * runs one forward pass and hands each slot its logits row; admission,
- * sampling, stop handling and retirement stay as they are.
+ * Invariants: a slot's sequence id is its index; a free slot's sequence holds
+ * no blocks; after tm_sched_init() a step allocates only for request output
+ * (text buffers), never for the model or the KV pool.
  *
  * Threads: pthreads directly (there is no tm_thread.h yet). The stats block
  * and the inbox share s->mu. Requests are reference counted (server + scheduler).
@@ -37,6 +38,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "tm/tm_kvcache.h"
 #include "tm/tm_sched.h"
 
 const double tm_sched_ttft_bounds_s[TM_SCHED_TTFT_BUCKETS] = {0.01, 0.025, 0.05, 0.1,  0.25, 0.5,
@@ -59,19 +61,21 @@ struct tm_sched_req {
     char           *out;
     size_t          out_len, out_cap;
     int32_t         n_completion;
+    int32_t         n_cached; /* prompt tokens from the prefix cache */
     bool            started;
     tm_finish       finish;
     char            error[160];
 };
 
 typedef struct sched_slot {
-    tm_ctx         *ctx;
     tm_detokenizer *detok; /* NULL without a tokenizer */
     tm_sampler     *smp;   /* per request */
     tm_sched_req   *req;   /* NULL when free */
-    int32_t         n_prefilled;
+    int32_t         n_prefilled; /* prompt positions in the KV cache (cached ones included) */
     int32_t         n_gen;
     int32_t         last; /* last sampled token, decoded next step */
+    int32_t         chunk; /* prompt tokens in this step's batch */
+    uint64_t        admitted; /* admission order (older first when the pool is short) */
     char           *hold; /* text held back while it may start a stop string */
     size_t          hold_len, hold_cap;
     char           *emit; /* text to publish this step */
@@ -84,7 +88,14 @@ struct tm_sched {
     int32_t         n_ctx;
     int32_t         n_vocab;
     int32_t         eos_id;
-    sched_slot     *slots; /* p.n_parallel */
+    tm_ctx         *ctx;    /* n_seq_max = n_parallel; sequence i belongs to slots[i] */
+    tm_kvcache     *kv;     /* ctx's block manager */
+    sched_slot     *slots;  /* p.n_parallel */
+    int32_t         n_cap;  /* tokens per batch (ctx n_batch) */
+    int32_t        *b_tok, *b_seq; /* [n_cap] the step's batch */
+    bool           *b_want;        /* [n_cap] */
+    int32_t        *b_out;         /* [n_parallel] slot of each logits row */
+    uint64_t        n_admitted;
     pthread_t       thread;
     bool            thread_started;
 
@@ -193,6 +204,7 @@ void tm_sched_req_poll(tm_sched_req *r, tm_sched_out *out) {
     }
     out->n_prompt = r->n_prompt;
     out->n_completion = r->n_completion;
+    out->n_cached = r->n_cached;
     out->started = r->started;
     out->finish = r->finish;
     memcpy(out->error, r->error, sizeof out->error);
@@ -275,33 +287,59 @@ static void sched_finish_req(tm_sched *s, tm_sched_req *r, tm_finish why, const 
     req_unref(r);
 }
 
+static int32_t slot_seq(const tm_sched *s, const sched_slot *sl) {
+    return (int32_t)(sl - s->slots);
+}
+
 static void slot_retire(tm_sched *s, sched_slot *sl, tm_finish why, const char *error) {
     sched_finish_req(s, sl->req, why, error, sl->emit, sl->emit_len, sl->n_gen);
     sl->req = NULL;
     sl->emit_len = 0;
     sl->hold_len = 0;
+    sl->chunk = 0;
     tm_sampler_free(sl->smp);
     sl->smp = NULL;
-    tm_ctx_clear(sl->ctx);
+    tm_ctx_seq_remove(s->ctx, slot_seq(s, sl)); /* blocks back now (registered ones cached) */
     pthread_mutex_lock(&s->mu);
     s->stats.n_running--;
     pthread_mutex_unlock(&s->mu);
 }
 
-static tm_status slot_start(tm_sched *s, sched_slot *sl, tm_sched_req *r) {
+/* Admits r into the free slot sl when the pool has room for the uncached part
+ * of its prompt plus its first generated token, keeping `reserve` blocks for
+ * the running sequences' next tokens. Returns TM_ERR_FULL (nothing changed)
+ * when it must wait. */
+static tm_status slot_start(tm_sched *s, sched_slot *sl, tm_sched_req *r, int32_t reserve) {
+    const int32_t seq = slot_seq(s, sl);
+    int32_t       cached = 0;
+    if (!s->p.no_prefix_cache) /* at least one prompt token is run: its logits start the answer */
+        cached = tm_kvcache_seq_attach_prefix(s->kv, seq, r->prompt, r->n_prompt - 1, 0);
+    const int32_t need = tm_kvcache_blocks_needed(s->kv, seq, r->n_prompt - cached + 1);
+    if (need + reserve > tm_kvcache_n_free(s->kv)) {
+        tm_ctx_seq_remove(s->ctx, seq); /* attached blocks back to the cache */
+        return TM_ERR_FULL;
+    }
     TM_TRY(tm_sampler_init(&r->gen.sampler, s->n_vocab, &sl->smp));
     sl->req = r;
-    sl->n_prefilled = 0;
+    sl->n_prefilled = cached;
     sl->n_gen = 0;
+    sl->chunk = 0;
+    sl->admitted = s->n_admitted++;
     sl->hold_len = sl->emit_len = 0;
     sl->finish = TM_FINISH_NONE;
-    tm_ctx_clear(sl->ctx);
     if (sl->detok != NULL)
         tm_detokenizer_reset(sl->detok);
     for (int32_t i = 0; i < r->n_prompt; i++)
         tm_sampler_accept(sl->smp, r->prompt[i]);
+    pthread_mutex_lock(&r->mu);
+    r->n_cached = cached;
+    pthread_mutex_unlock(&r->mu);
     pthread_mutex_lock(&s->mu);
     s->stats.n_running++;
+    if (cached > 0) {
+        s->stats.prefix_hits++;
+        s->stats.prefix_cached_tokens += (uint64_t)cached;
+    }
     pthread_mutex_unlock(&s->mu);
     return TM_OK;
 }
@@ -356,9 +394,9 @@ static void slot_hold_bytes(sched_slot *sl, const char *b, size_t n) {
 
 /* Samples the next token of a slot whose logits are ready and decides whether
  * the sequence goes on. Sets sl->finish when it ends. */
-static void slot_sample(tm_sched *s, sched_slot *sl, double now) {
+static void slot_sample(tm_sched *s, sched_slot *sl, const float *logits, double now) {
     tm_sched_req *r = sl->req;
-    int32_t       tok = tm_sampler_sample(sl->smp, tm_ctx_logits(sl->ctx, -1));
+    int32_t       tok = tm_sampler_sample(sl->smp, logits);
     tm_sampler_accept(sl->smp, tok);
     if (sl->n_gen == 0) {
         double ttft = now - r->t_submit_s;
@@ -385,7 +423,7 @@ static void slot_sample(tm_sched *s, sched_slot *sl, double now) {
         }
     }
     bool length = !eos && ((r->gen.max_tokens > 0 && sl->n_gen >= r->gen.max_tokens) ||
-                           tm_ctx_n_past(sl->ctx) >= s->n_ctx);
+                           tm_ctx_seq_n_past(s->ctx, slot_seq(s, sl)) >= s->n_ctx);
     if ((eos || length) && sl->detok != NULL) {
         const char *b;
         size_t      n;
@@ -401,39 +439,108 @@ static void slot_sample(tm_sched *s, sched_slot *sl, double now) {
         sl->finish = TM_FINISH_LENGTH;
 }
 
-/* Runs every active slot once (see DESIGN: the one place batching will change). */
+/* Builds one batch of every generating sequence's next token and prefill
+ * chunks, runs it, and samples the sequences that got logits. */
 static void sched_run_step(tm_sched *s) {
-    int32_t budget = s->p.n_batch;
+    int32_t       n = 0, n_out = 0;
+    int32_t       free_blk = tm_kvcache_n_free(s->kv);
+    const int32_t bs = tm_kvcache_block_size(s->kv);
+    sched_slot   *starved = NULL; /* youngest generating sequence that found no block */
+    /* decode tokens first: running streams keep flowing whatever is prefilling */
     for (int32_t i = 0; i < s->p.n_parallel; i++) {
         sched_slot *sl = &s->slots[i];
+        sl->chunk = 0;
         if (sl->req == NULL || sl->n_prefilled < sl->req->n_prompt)
             continue;
-        if (tm_ctx_decode(sl->ctx, &sl->last, 1) != TM_OK) {
-            slot_retire(s, sl, TM_FINISH_ERROR, tm_last_error());
+        int32_t need = tm_kvcache_blocks_needed(s->kv, i, 1);
+        if (need > free_blk) {
+            if (starved == NULL || sl->admitted > starved->admitted)
+                starved = sl;
             continue;
         }
-        budget--;
-        slot_sample(s, sl, sched_now());
+        free_blk -= need;
+        s->b_tok[n] = sl->last;
+        s->b_seq[n] = i;
+        s->b_want[n] = true;
+        s->b_out[n_out++] = i;
+        n++;
     }
+    /* then prompt chunks, oldest admission first, within the token budget and the
+     * blocks left */
+    for (;;) {
+        sched_slot *sl = NULL;
+        for (int32_t i = 0; i < s->p.n_parallel; i++) {
+            sched_slot *c = &s->slots[i];
+            if (c->req != NULL && c->chunk == 0 && c->n_prefilled < c->req->n_prompt &&
+                (sl == NULL || c->admitted < sl->admitted))
+                sl = c;
+        }
+        if (sl == NULL || n >= s->p.n_batch)
+            break;
+        const int32_t seq = slot_seq(s, sl), len = tm_ctx_seq_n_past(s->ctx, seq);
+        const int32_t room = (len + bs - 1) / bs * bs - len; /* in the last block */
+        int32_t       c = sl->req->n_prompt - sl->n_prefilled;
+        if (c > s->p.n_batch - n)
+            c = s->p.n_batch - n;
+        if ((int64_t)c > (int64_t)room + (int64_t)free_blk * bs)
+            c = room + free_blk * bs;
+        if (c <= 0) {
+            sl->chunk = -1; /* waits for blocks this step */
+            continue;
+        }
+        free_blk -= tm_kvcache_blocks_needed(s->kv, seq, c);
+        for (int32_t k = 0; k < c; k++, n++) {
+            s->b_tok[n] = sl->req->prompt[sl->n_prefilled + k];
+            s->b_seq[n] = seq;
+            s->b_want[n] = false;
+        }
+        sl->chunk = c;
+        if (sl->n_prefilled + c == sl->req->n_prompt) {
+            s->b_want[n - 1] = true; /* the prompt's last token starts the answer */
+            s->b_out[n_out++] = seq;
+        }
+    }
+    if (n == 0) {
+        /* Nothing could run: the pool is exhausted by generating sequences. The
+         * youngest ends (as if its context were full) so the others go on. */
+        if (starved == NULL) /* only stuck prompts: the youngest gives way */
+            for (int32_t i = 0; i < s->p.n_parallel; i++)
+                if (s->slots[i].req != NULL &&
+                    (starved == NULL || s->slots[i].admitted > starved->admitted))
+                    starved = &s->slots[i];
+        if (starved != NULL) {
+            starved->finish = TM_FINISH_LENGTH;
+            slot_release_text(starved, true);
+        }
+        return;
+    }
+    tm_batch  b = {.n_tokens = n, .token = s->b_tok, .seq_id = s->b_seq, .want_logits = s->b_want};
+    tm_status st = tm_ctx_decode_batch(s->ctx, &b);
+    if (st != TM_OK) {
+        for (int32_t i = 0; i < n; i++) {
+            sched_slot *sl = &s->slots[s->b_seq[i]];
+            if (sl->req != NULL && (i == 0 || s->b_seq[i - 1] != s->b_seq[i]))
+                slot_retire(s, sl, TM_FINISH_ERROR, tm_last_error());
+        }
+        return;
+    }
+    uint64_t n_prompt_tok = 0;
     for (int32_t i = 0; i < s->p.n_parallel; i++) {
-        sched_slot   *sl = &s->slots[i];
-        tm_sched_req *r = sl->req;
-        if (r == NULL || sl->n_prefilled >= r->n_prompt || sl->n_gen > 0)
+        sched_slot *sl = &s->slots[i];
+        if (sl->req == NULL || sl->chunk <= 0)
             continue;
-        int32_t left = r->n_prompt - sl->n_prefilled;
-        int32_t n = left < (budget > 1 ? budget : 1) ? left : (budget > 1 ? budget : 1);
-        if (tm_ctx_decode(sl->ctx, r->prompt + sl->n_prefilled, n) != TM_OK) {
-            slot_retire(s, sl, TM_FINISH_ERROR, tm_last_error());
-            continue;
-        }
-        budget -= n;
-        sl->n_prefilled += n;
-        pthread_mutex_lock(&s->mu);
-        s->stats.prompt_tokens += (uint64_t)n;
-        pthread_mutex_unlock(&s->mu);
-        if (sl->n_prefilled == r->n_prompt)
-            slot_sample(s, sl, sched_now());
+        sl->n_prefilled += sl->chunk;
+        n_prompt_tok += (uint64_t)sl->chunk;
+        if (!s->p.no_prefix_cache) /* full prompt blocks computed so far become reusable */
+            tm_kvcache_seq_register(s->kv, i, sl->req->prompt, sl->n_prefilled, 0);
     }
+    pthread_mutex_lock(&s->mu);
+    s->stats.prompt_tokens += n_prompt_tok;
+    s->stats.n_batch_tokens += (uint64_t)n;
+    pthread_mutex_unlock(&s->mu);
+    const double now = sched_now();
+    for (int32_t k = 0; k < n_out; k++)
+        slot_sample(s, &s->slots[s->b_out[k]], tm_ctx_logits(s->ctx, k), now);
 }
 
 /* Publishes each slot's new text; retires finished slots. Returns true if anything changed. */
@@ -464,6 +571,17 @@ static bool sched_publish(tm_sched *s) {
         any = true;
     }
     return any;
+}
+
+/* KV pool counters into stats; caller holds s->mu. */
+static void sched_pool_stats(tm_sched *s) {
+    const int32_t nb = tm_kvcache_n_blocks(s->kv), fr = tm_kvcache_n_free(s->kv);
+    const int64_t bs = tm_kvcache_block_size(s->kv);
+    s->stats.kv_blocks_total = nb;
+    s->stats.kv_blocks_free = fr;
+    s->stats.kv_blocks_cached = tm_kvcache_n_cached_free(s->kv);
+    s->stats.kv_used = (int64_t)(nb - fr) * bs;
+    s->stats.kv_total = (int64_t)nb * bs;
 }
 
 static void *sched_main(void *arg) {
@@ -497,7 +615,17 @@ static void *sched_main(void *arg) {
                 changed = true;
             }
         }
-        /* Admit in arrival order; cancelled waiting requests are dropped here. */
+        /* Admit in arrival order while a slot and KV blocks are free; cancelled
+         * waiting requests are dropped here. Each running sequence keeps one block
+         * in reserve for its next token. */
+        int32_t n_run = 0, promised = 0; /* blocks admitted prompts will still take */
+        for (int32_t i = 0; i < s->p.n_parallel; i++) {
+            const sched_slot *sl = &s->slots[i];
+            if (sl->req == NULL)
+                continue;
+            n_run++;
+            promised += tm_kvcache_blocks_needed(s->kv, i, sl->req->n_prompt - sl->n_prefilled);
+        }
         while (s->wait_head != NULL) {
             tm_sched_req *r = s->wait_head;
             bool drop = stopping || atomic_load_explicit(&r->cancelled, memory_order_relaxed);
@@ -507,6 +635,21 @@ static void *sched_main(void *arg) {
                     free_slot = &s->slots[j];
             if (!drop && free_slot == NULL)
                 break;
+            tm_status st = TM_OK;
+            if (!drop) {
+                st = slot_start(s, free_slot, r, n_run + promised);
+                if (st == TM_ERR_FULL && n_run > 0)
+                    break; /* the pool is short: wait for running sequences to finish */
+                if (st == TM_ERR_FULL)
+                    st = tm_fail(TM_ERR_FULL, "sched: the KV pool (%d blocks) cannot hold a "
+                                              "prompt of %d tokens",
+                                 tm_kvcache_n_blocks(s->kv), r->n_prompt);
+                else if (st == TM_OK) {
+                    n_run++;
+                    promised += tm_kvcache_blocks_needed(s->kv, slot_seq(s, free_slot),
+                                                         r->n_prompt - free_slot->n_prefilled);
+                }
+            }
             s->wait_head = r->next;
             if (s->wait_head == NULL)
                 s->wait_tail = NULL;
@@ -517,7 +660,7 @@ static void *sched_main(void *arg) {
             if (drop) {
                 sched_finish_req(s, r, TM_FINISH_CANCELLED, NULL, NULL, 0, 0);
                 changed = true;
-            } else if (slot_start(s, free_slot, r) != TM_OK) {
+            } else if (st != TM_OK) {
                 sched_finish_req(s, r, TM_FINISH_ERROR, tm_last_error(), NULL, 0, 0);
                 changed = true;
             }
@@ -528,14 +671,11 @@ static void *sched_main(void *arg) {
             break;
         }
         sched_run_step(s);
+        changed |= sched_publish(s); /* finished sequences return their blocks here */
         pthread_mutex_lock(&s->mu);
         s->stats.n_steps++;
-        int64_t used = 0;
-        for (int32_t i = 0; i < s->p.n_parallel; i++)
-            used += s->slots[i].req != NULL ? tm_ctx_n_past(s->slots[i].ctx) : 0;
-        s->stats.kv_used = used;
+        sched_pool_stats(s);
         pthread_mutex_unlock(&s->mu);
-        changed |= sched_publish(s);
         if (changed && s->p.wakeup != NULL)
             s->p.wakeup(s->p.wakeup_user);
     }
@@ -571,16 +711,28 @@ tm_status tm_sched_init(const tm_sched_params *params, tm_sched **out) {
     }
     s->n_ctx =
         params->n_ctx > 0 ? params->n_ctx : (hp->n_ctx_train < 2048 ? hp->n_ctx_train : 2048);
-    if (s->p.n_batch > s->n_ctx)
-        s->p.n_batch = s->n_ctx;
+    /* every generating sequence's token fits one batch */
+    s->n_cap = s->p.n_batch > params->n_parallel ? s->p.n_batch : params->n_parallel;
+    s->p.n_batch = s->n_cap;
+    tm_ctx_params cp = tm_ctx_params_default();
+    cp.n_ctx = s->n_ctx;
+    cp.n_batch = s->n_cap;
+    cp.n_threads = params->n_threads;
+    cp.n_seq_max = params->n_parallel;
+    cp.kv_block_size = params->kv_block_size;
+    cp.n_kv_blocks = params->n_kv_blocks;
+    if ((st = tm_ctx_init(params->model, &cp, &s->ctx)) != TM_OK)
+        goto fail;
+    s->kv = tm_ctx_kvcache(s->ctx);
+    s->b_tok = tm_calloc((size_t)s->n_cap, sizeof *s->b_tok);
+    s->b_seq = tm_calloc((size_t)s->n_cap, sizeof *s->b_seq);
+    s->b_want = tm_calloc((size_t)s->n_cap, sizeof *s->b_want);
+    s->b_out = tm_calloc((size_t)params->n_parallel, sizeof *s->b_out);
+    if (s->b_tok == NULL || s->b_seq == NULL || s->b_want == NULL || s->b_out == NULL) {
+        st = TM_ERR_NOMEM;
+        goto fail;
+    }
     for (int32_t i = 0; i < params->n_parallel; i++) {
-        tm_ctx_params cp = tm_ctx_params_default();
-        cp.n_ctx = s->n_ctx;
-        cp.n_batch = s->p.n_batch;
-        cp.n_threads = params->n_threads;
-        st = tm_ctx_init(params->model, &cp, &s->slots[i].ctx);
-        if (st != TM_OK)
-            goto fail;
         if (params->tokenizer != NULL) {
             st = tm_detokenizer_init(params->tokenizer, true, &s->slots[i].detok);
             if (st != TM_OK)
@@ -588,7 +740,7 @@ tm_status tm_sched_init(const tm_sched_params *params, tm_sched **out) {
         }
     }
     s->stats.n_parallel = params->n_parallel;
-    s->stats.kv_total = (int64_t)s->n_ctx * params->n_parallel;
+    sched_pool_stats(s);
     if (pthread_create(&s->thread, NULL, sched_main, s) != 0) {
         st = tm_fail(TM_ERR_NOMEM, "sched: cannot start the scheduler thread");
         goto fail;
@@ -618,7 +770,6 @@ void tm_sched_free(tm_sched *s) {
     }
     if (s->slots != NULL) {
         for (int32_t i = 0; i < s->p.n_parallel; i++) {
-            tm_ctx_free(s->slots[i].ctx);
             tm_detokenizer_free(s->slots[i].detok);
             tm_sampler_free(s->slots[i].smp);
             tm_free(s->slots[i].hold);
@@ -626,6 +777,11 @@ void tm_sched_free(tm_sched *s) {
         }
         tm_free(s->slots);
     }
+    tm_ctx_free(s->ctx);
+    tm_free(s->b_tok);
+    tm_free(s->b_seq);
+    tm_free(s->b_want);
+    tm_free(s->b_out);
     pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->mu);
     tm_free(s);
