@@ -90,6 +90,7 @@ typedef struct tm_api_request {
     bool              has_seed;
     bool              add_generation_prompt; /* chat; default true */
     bool              ignore_eos;            /* vLLM extension: generate past EOS */
+    bool              echo;                  /* completions: the prompt precedes the text */
     char             *stop[TM_SCHED_MAX_STOP];
     int32_t           n_stop;
 } tm_api_request;

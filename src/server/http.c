@@ -87,6 +87,7 @@ void tm__txn_free(tm_server *srv, txn *t) {
     tm__resp_free(t->resp);
     tm_free(t->body);
     tm_free(t->out);
+    tm_free(t->echo);
     tm_free(t);
 }
 
@@ -417,6 +418,21 @@ static void srv_generate(tm_server *srv, txn *t) {
                              srv->model_id);
         goto fail;
     }
+    if (rq.echo) {
+        tm_status st = TM_OK;
+        if (rq.prompt != NULL) {
+            t->echo = tm_strndup(rq.prompt, rq.prompt_len);
+            t->echo_len = rq.prompt_len;
+        } else {
+            st = tm_tokenizer_decode(srv->tok, rq.prompt_ids, (size_t)rq.n_prompt_ids, true,
+                                     &t->echo, &t->echo_len);
+        }
+        if (st != TM_OK || t->echo == NULL) {
+            tm_api_error_set(&err, 400, NULL, "prompt", NULL, "cannot echo the prompt: %s",
+                             tm_last_error());
+            goto fail;
+        }
+    }
     if (tm__srv_submit(srv, t, &rq, &err) != TM_OK)
         goto fail;
     snprintf(t->id, sizeof t->id, "%s-%016llx", t->kind == TM_API_CHAT ? "chatcmpl" : "cmpl",
@@ -467,6 +483,13 @@ static bool txn_pump(tm_server *srv, txn *t) {
                 t->role_sent[i] = true;
                 news = true;
             }
+            if (t->echo != NULL && !t->role_sent[i]) { /* completions: the prompt first */
+                ok &= tm__txn_sse(t, tm_api_chunk_json(t->kind, t->id, t->created, model, i, false,
+                                                       t->echo, t->echo_len, TM_FINISH_NONE,
+                                                       t->include_usage));
+                t->role_sent[i] = true;
+                news = true;
+            }
             if (o.len > 0) {
                 ok &= tm__txn_sse(t, tm_api_chunk_json(t->kind, t->id, t->created, model, i, false,
                                                        o.text, o.len, TM_FINISH_NONE,
@@ -478,7 +501,21 @@ static bool txn_pump(tm_server *srv, txn *t) {
                                                        NULL, 0, o.finish, t->include_usage));
                 news = true;
             }
-        } else if (o.len > 0) {
+        } else if (o.len > 0 || (t->echo != NULL && !t->role_sent[i])) {
+            if (t->echo != NULL && !t->role_sent[i]) { /* the prompt precedes the text */
+                t->role_sent[i] = true;
+                char *joined = tm_malloc(t->echo_len + o.len + 1);
+                if (joined != NULL) {
+                    memcpy(joined, t->echo, t->echo_len);
+                    if (o.len)
+                        memcpy(joined + t->echo_len, o.text, o.len);
+                    joined[t->echo_len + o.len] = '\0';
+                }
+                tm_free(o.text);
+                o.text = joined;
+                o.len = joined ? t->echo_len + o.len : 0;
+                ok = joined != NULL;
+            }
             size_t need = t->text_len[i] + o.len + 1;
             if (need > t->text_cap[i]) {
                 char *nb = tm_realloc(t->text[i], need * 2);

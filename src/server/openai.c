@@ -6,7 +6,7 @@
  * Validation happens here, before the server sends any status line, so that
  * every client error is a 400 with OpenAI's error body (never a 200 stream
  * that then fails). Unknown fields are ignored (vLLM, llama.cpp and Ollama do
- * the same); fields we know but do not implement yet (tools, logprobs, echo,
+ * the same); fields we know but do not implement yet (tools, logprobs, chat echo,
  * logit_bias, non-text response_format, image parts) are refused by name so a
  * client never silently gets something else than it asked for.
  *
@@ -386,8 +386,10 @@ static tm_status api_parse_fields(tm_api_kind kind, json_t *root, tm_api_request
     if (!api_absent(v) && !(json_is_integer(v) && json_integer_value(v) == 0))
         return api_unsupported(err, "top_logprobs", "returning log probabilities");
     v = json_object_get(root, "echo");
-    if (!api_absent(v) && !json_is_false(v))
-        return api_unsupported(err, "echo", "echoing the prompt");
+    if (kind == TM_API_COMPLETION)
+        TM_TRY(api_get_bool(root, "echo", &r->echo, err));
+    else if (!api_absent(v) && !json_is_false(v))
+        return api_unsupported(err, "echo", "echoing the prompt in chat");
     v = json_object_get(root, "tools");
     if (!api_absent(v) && !(json_is_array(v) && json_array_size(v) == 0))
         return api_unsupported(err, "tools", "tool calling");

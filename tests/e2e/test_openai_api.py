@@ -346,3 +346,32 @@ def test_tokenize_detokenize(server):
     status, _, data = raw(server, "POST", "/detokenize",
                           json.dumps({"tokens": ids[1:]}))  # without BOS
     assert status == 200 and json.loads(data)["prompt"].strip() == PROMPT
+
+
+def test_completions_echo(server, client):
+    plain = client.completions.create(model=server.model_id, prompt=PROMPT, max_tokens=6,
+                                      temperature=0)
+    r = client.completions.create(model=server.model_id, prompt=PROMPT, max_tokens=6,
+                                  temperature=0, echo=True)
+    assert r.choices[0].text == PROMPT + plain.choices[0].text
+    chunks = list(client.completions.create(model=server.model_id, prompt=PROMPT, max_tokens=6,
+                                            temperature=0, echo=True, stream=True))
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == r.choices[0].text
+    assert chunks[0].choices[0].text == PROMPT
+    ids = json.loads(raw(server, "POST", "/tokenize", json.dumps({"prompt": PROMPT}))[2])["tokens"]
+    r = client.completions.create(model=server.model_id, prompt=ids, max_tokens=6,
+                                  temperature=0, echo=True)
+    assert r.choices[0].text.lstrip().startswith(PROMPT)
+
+
+def test_logprobs_and_logit_bias_refused_by_name(server):
+    for body, param in [({"logprobs": 2, "prompt": PROMPT}, "logprobs"),
+                        ({"logit_bias": {"5": 10}, "prompt": PROMPT}, "logit_bias")]:
+        body["model"] = server.model_id
+        status, _, data = raw(server, "POST", "/v1/completions", json.dumps(body))
+        err = json.loads(data)["error"]
+        assert status == 400 and err["param"] == param and err["code"] == "unsupported_parameter"
+    status, _, data = raw(server, "POST", "/v1/chat/completions", json.dumps(
+        {"model": server.model_id, "logprobs": True, "top_logprobs": 2,
+         "messages": [{"role": "user", "content": "hi"}]}))
+    assert status == 400 and json.loads(data)["error"]["code"] == "unsupported_parameter"
