@@ -128,6 +128,7 @@ typedef struct tm_api_choice {
 typedef struct tm_api_usage {
     int32_t prompt_tokens;
     int32_t completion_tokens;
+    int32_t cached_tokens; /* of prompt_tokens, served from the prefix cache */
 } tm_api_usage;
 
 /* "stop", "length" or NULL (still running; cancelled and error map to NULL too). */

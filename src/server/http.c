@@ -358,6 +358,7 @@ tm_status tm__srv_submit(tm_server *srv, txn *t, const tm_api_request *rq, tm_ap
         gp.sampler.seed = tm__srv_splitmix(&srv->seed_state);
     t->n = rq->n;
     t->n_prompt = (int32_t)n_ids;
+    t->n_cached = 0;
     t->include_usage = rq->include_usage;
     for (int32_t i = 0; i < TM_API_MAX_N; i++) {
         t->fin[i] = TM_FINISH_NONE;
@@ -475,6 +476,8 @@ static bool txn_pump(tm_server *srv, txn *t) {
         tm_sched_out o;
         tm_sched_req_poll(t->reqs[i], &o);
         t->n_completion[i] = o.n_completion;
+        if (i == 0)
+            t->n_cached = o.n_cached;
         bool ok = true;
         if (t->streaming) {
             if (t->kind == TM_API_CHAT && !t->role_sent[i] && (o.started || o.len > 0)) {
@@ -558,7 +561,7 @@ static bool txn_pump(tm_server *srv, txn *t) {
     if (!all_done)
         return news;
 
-    tm_api_usage usage = {.prompt_tokens = t->n_prompt};
+    tm_api_usage usage = {.prompt_tokens = t->n_prompt, .cached_tokens = t->n_cached};
     for (int32_t i = 0; i < t->n; i++)
         usage.completion_tokens += t->n_completion[i];
     tm__txn_unlink(srv, t);

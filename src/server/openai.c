@@ -475,6 +475,9 @@ static json_t *api_usage(const tm_api_usage *u) {
     json_object_set_new(o, "completion_tokens", json_integer(u->completion_tokens));
     json_object_set_new(o, "total_tokens",
                         json_integer((json_int_t)u->prompt_tokens + u->completion_tokens));
+    json_t *d = json_object();
+    json_object_set_new(d, "cached_tokens", json_integer(u->cached_tokens));
+    json_object_set_new(o, "prompt_tokens_details", d);
     return o;
 }
 

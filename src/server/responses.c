@@ -384,7 +384,7 @@ static json_t *resp_object(const txn *t, const tm__resp *r, const char *status,
         int32_t in = t->n_prompt, outn = t->n_completion[0];
         json_object_set_new(u, "input_tokens", json_integer(in));
         json_t *d = json_object();
-        json_object_set_new(d, "cached_tokens", json_integer(0));
+        json_object_set_new(d, "cached_tokens", json_integer(t->n_cached));
         json_object_set_new(u, "input_tokens_details", d);
         json_object_set_new(u, "output_tokens", json_integer(outn));
         d = json_object();
@@ -584,6 +584,7 @@ bool tm__resp_pump(tm_server *srv, txn *t) {
     tm_sched_out o;
     tm_sched_req_poll(t->reqs[0], &o);
     t->n_completion[0] = o.n_completion;
+    t->n_cached = o.n_cached;
     bool news = false, ok = true;
     if (o.len > 0) {
         ok = resp_add_text(r, o.text, o.len);

@@ -80,7 +80,8 @@ typedef struct txn {
     bool          role_sent[TM_API_MAX_N];
     int32_t       n_completion[TM_API_MAX_N];
     int32_t       n_prompt;
-    char         *echo; /* completions with echo: the prompt text, sent before the output */
+    int32_t       n_cached; /* prompt tokens from the prefix cache (choice 0's) */
+    char         *echo;     /* completions with echo: the prompt text, sent before the output */
     size_t        echo_len;
     char          id[48];
     int64_t       created;
