@@ -387,6 +387,8 @@ TEST(mul_mat_tiles_odd_shapes_threads) {
         qd_check_mul_mat(t, K, 19, 37); /* columns cross a tile */
     }
     qd_check_mul_mat(TM_DTYPE_F32, 37, 5, 2); /* K not a multiple of 8 */
+    qd_check_mul_mat(TM_DTYPE_F16, 37, 5, 9); /* four-column float tails */
+    qd_check_mul_mat(TM_DTYPE_F16, 40, 5, 9);
 }
 
 /* The plain C reference ISA (TM_CPU_REF=1) runs the same graph to within the

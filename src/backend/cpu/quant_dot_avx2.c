@@ -162,24 +162,55 @@ AVX2 static inline __m256 x2_load_f16x8(const uint8_t *p) {
     return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
 }
 
+/* Two accumulators over 16 elements, so that the four-column variant below
+ * (8 accumulators) fits the 16 ymm registers and gives the same bits. */
 AVX2 static void x2_dot_f16(int64_t n, float *s, const void *w, const void *x) {
     const uint8_t *a = w;
     const float   *b = x;
     __m256         acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    __m256         acc2 = _mm256_setzero_ps(), acc3 = _mm256_setzero_ps();
     int64_t        i = 0;
-    for (; i + 32 <= n; i += 32) {
+    for (; i + 16 <= n; i += 16) {
         acc0 = _mm256_fmadd_ps(x2_load_f16x8(a + 2 * i), _mm256_loadu_ps(b + i), acc0);
         acc1 = _mm256_fmadd_ps(x2_load_f16x8(a + 2 * i + 16), _mm256_loadu_ps(b + i + 8), acc1);
-        acc2 = _mm256_fmadd_ps(x2_load_f16x8(a + 2 * i + 32), _mm256_loadu_ps(b + i + 16), acc2);
-        acc3 = _mm256_fmadd_ps(x2_load_f16x8(a + 2 * i + 48), _mm256_loadu_ps(b + i + 24), acc3);
     }
-    for (; i + 8 <= n; i += 8)
+    if (i + 8 <= n) {
         acc0 = _mm256_fmadd_ps(x2_load_f16x8(a + 2 * i), _mm256_loadu_ps(b + i), acc0);
-    float r = x2_hsum(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3)));
+        i += 8;
+    }
+    float r = x2_hsum(_mm256_add_ps(acc0, acc1));
     for (; i < n; i++)
         r += x2_f16(a + 2 * i) * b[i];
     *s = r;
+}
+
+AVX2 static void x2_dot4_f16(int64_t n, float *s, const void *w, const void *x, size_t xs) {
+    const uint8_t *a = w;
+    const float   *y[4];
+    __m256         acc0[4], acc1[4];
+    for (int c = 0; c < 4; c++) {
+        y[c] = (const float *)((const char *)x + (size_t)c * xs);
+        acc0[c] = acc1[c] = _mm256_setzero_ps();
+    }
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m256 w0 = x2_load_f16x8(a + 2 * i), w1 = x2_load_f16x8(a + 2 * i + 16);
+        for (int c = 0; c < 4; c++) {
+            acc0[c] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(y[c] + i), acc0[c]);
+            acc1[c] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(y[c] + i + 8), acc1[c]);
+        }
+    }
+    if (i + 8 <= n) {
+        const __m256 w0 = x2_load_f16x8(a + 2 * i);
+        for (int c = 0; c < 4; c++)
+            acc0[c] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(y[c] + i), acc0[c]);
+        i += 8;
+    }
+    for (int c = 0; c < 4; c++) {
+        float r = x2_hsum(_mm256_add_ps(acc0[c], acc1[c]));
+        for (int64_t k = i; k < n; k++)
+            r += x2_f16(a + 2 * k) * y[c][k];
+        s[c] = r;
+    }
 }
 
 AVX2 static inline __m256 x2_load_bf16x8(const uint8_t *p) {
@@ -731,6 +762,7 @@ AVX2 static void x2_dot4_q6_k(int64_t n, float *s, const void *w, const void *x,
 
 tm_cpu_vec_dot4 tm__cpu_dot4_avx2(tm_dtype t) {
     switch (t) {
+    case TM_DTYPE_F16: return x2_dot4_f16;
     case TM_DTYPE_Q4_0: return x2_dot4_q4_0;
     case TM_DTYPE_Q4_1: return x2_dot4_q4_1;
     case TM_DTYPE_Q5_0: return x2_dot4_q5_0;
