@@ -266,7 +266,7 @@ static tm_status ctx_check_batch(tm_ctx *c, const tm_batch *b, int32_t *n_out) {
 }
 
 tm_status tm_ctx_decode_batch(tm_ctx *c, const tm_batch *b) {
-    int32_t n_out;
+    int32_t n_out = 0;
     TM_TRY(ctx_check_batch(c, b, &n_out));
     const int32_t n = b->n_tokens, bs = c->p.kv_block_size;
     const int32_t max_blk = tm_kvcache_max_blocks(c->blocks);
