@@ -31,9 +31,9 @@
 struct tm_ctx {
     const tm_model *model;
     tm_ctx_params   p;
-    void           *kv;      /* every layer's K and V rows: [n_layer][2][n_rows * row] */
-    tm_tensor      *kc, *vc; /* [n_layer] cache tensors over kv, [hd * n_head_kv, n_rows] */
-    tm_kvcache     *blocks;  /* which rows belong to which sequence */
+    void           *kv;        /* every layer's K and V rows: [n_layer][2][n_rows * row] */
+    tm_tensor      *kc, *vc;   /* [n_layer] cache tensors over kv, [hd * n_head_kv, n_rows] */
+    tm_kvcache     *blocks;    /* which rows belong to which sequence */
     int32_t         n_out_max; /* logits rows one decode may return */
     tm_graph       *graph;
     void           *scratch; /* node buffers */
@@ -49,9 +49,14 @@ struct tm_ctx {
 };
 
 tm_ctx_params tm_ctx_params_default(void) {
-    return (tm_ctx_params){
-        .n_ctx = 0, .n_batch = 0, .n_threads = 0, .kv_dtype = TM_DTYPE_F32, .logits_all = false,
-        .n_seq_max = 0, .kv_block_size = 0, .n_kv_blocks = 0};
+    return (tm_ctx_params){.n_ctx = 0,
+                           .n_batch = 0,
+                           .n_threads = 0,
+                           .kv_dtype = TM_DTYPE_F32,
+                           .logits_all = false,
+                           .n_seq_max = 0,
+                           .kv_block_size = 0,
+                           .n_kv_blocks = 0};
 }
 
 void tm_ctx_free(tm_ctx *c) {
@@ -100,6 +105,12 @@ tm_status tm_ctx_init(const tm_model *model, const tm_ctx_params *params, tm_ctx
     tm_ctx_params     p = params ? *params : tm_ctx_params_default();
     if (p.n_ctx == 0)
         p.n_ctx = hp->n_ctx_train < 2048 ? hp->n_ctx_train : 2048;
+    /* Learned position tables (gpt2, bert) have n_ctx_train rows: no position past them. */
+    if (model->recipe.pos == TM_POS_LEARNED && p.n_ctx > hp->n_ctx_train)
+        return tm_fail(TM_ERR_INVALID,
+                       "context of %d positions: this model (%s) has learned positions for %d; "
+                       "use a context of at most %d",
+                       p.n_ctx, model->arch, hp->n_ctx_train, hp->n_ctx_train);
     if (p.n_batch == 0)
         p.n_batch = p.n_ctx < 128 ? p.n_ctx : 128;
     if (p.n_threads == 0) {
@@ -113,9 +124,8 @@ tm_status tm_ctx_init(const tm_model *model, const tm_ctx_params *params, tm_ctx
     if (p.n_ctx < 1 || p.n_ctx > (1 << 24) || p.n_batch < 1 || p.n_batch > (1 << 20))
         return tm_fail(TM_ERR_INVALID, "ctx: n_ctx %d / n_batch %d out of range", p.n_ctx,
                        p.n_batch);
-    if (p.n_seq_max < 1 || p.n_seq_max > 4096 || p.kv_block_size < 1 ||
-        p.kv_block_size > 1024 || (p.kv_block_size & (p.kv_block_size - 1)) != 0 ||
-        p.n_kv_blocks < 0)
+    if (p.n_seq_max < 1 || p.n_seq_max > 4096 || p.kv_block_size < 1 || p.kv_block_size > 1024 ||
+        (p.kv_block_size & (p.kv_block_size - 1)) != 0 || p.n_kv_blocks < 0)
         return tm_fail(TM_ERR_INVALID,
                        "ctx: n_seq_max %d (1..4096), kv_block_size %d (a power of two <= 1024), "
                        "n_kv_blocks %d",
@@ -185,8 +195,7 @@ tm_status tm_ctx_init(const tm_model *model, const tm_ctx_params *params, tm_ctx
      * of one token per sequence, and a single token */
     size_t  need = 0, kscratch = 0;
     int32_t n_seq_b = p.n_seq_max < p.n_batch ? p.n_seq_max : p.n_batch;
-    int32_t shapes[4][2] = {
-        {p.n_batch, c->n_out_max}, {p.n_batch, 1}, {n_seq_b, n_seq_b}, {1, 1}};
+    int32_t shapes[4][2] = {{p.n_batch, c->n_out_max}, {p.n_batch, 1}, {n_seq_b, n_seq_b}, {1, 1}};
     for (int i = 0; i < 4; i++) {
         tm_tensor *lg;
         int32_t    n_out = shapes[i][1] < shapes[i][0] ? shapes[i][1] : shapes[i][0];

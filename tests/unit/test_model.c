@@ -164,6 +164,24 @@ TEST(golden_hf_mistral) { run_golden_src("mistral", "%s-hf", NULL, TM_DTYPE_F32,
 TEST(golden_hf_phi3) { run_golden_src("phi3", "%s-hf", NULL, TM_DTYPE_F32, 1.0); }
 TEST(golden_hf_gpt2) { run_golden_src("gpt2", "%s-hf", NULL, TM_DTYPE_F32, 1.0); }
 
+/* A learned position table has n_ctx_train rows: a longer context is refused up front. */
+TEST(learned_positions_cap_the_context) {
+    tm_model_params mp = tm_model_params_default();
+    mp.path = TM_SOURCE_DIR "/tests/golden/models/gpt2-hf";
+    tm_model *m = NULL;
+    ASSERT_OK(tm_model_load(&mp, &m));
+    tm_ctx_params cp = tm_ctx_params_default();
+    cp.n_ctx = tm_model_get_hparams(m)->n_ctx_train + 1;
+    tm_ctx *c = NULL;
+    EXPECT_EQ_INT(tm_ctx_init(m, &cp, &c), TM_ERR_INVALID);
+    EXPECT_TRUE(c == NULL);
+    EXPECT_TRUE(strstr(tm_last_error(), "learned positions") != NULL);
+    cp.n_ctx = tm_model_get_hparams(m)->n_ctx_train;
+    EXPECT_OK(tm_ctx_init(m, &cp, &c));
+    tm_ctx_free(c);
+    tm_model_free(m);
+}
+
 /* Half-precision weights: against transformers run on the same rounded weights in
  * float32 (reference.logits.f32 in the folder) at the float32 tolerance, and against
  * the float32 model: F16 < 1e-2; BF16 (8-bit mantissa) measures 2.1e-2, bound 3e-2.
@@ -547,11 +565,11 @@ static void batch_equals_single(const char *path, int32_t block_size) {
     mp.path = path;
     tm_model *m = NULL;
     ASSERT_OK(tm_model_load(&mp, &m));
-    const int32_t nv = tm_model_get_hparams(m)->n_vocab;
+    const int32_t        nv = tm_model_get_hparams(m)->n_vocab;
     static const int32_t plen[BT_SEQ] = {7, 13, 4, 19}, start[BT_SEQ] = {0, 0, 2, 3},
                          chunk[BT_SEQ] = {7, 5, 4, 6};
-    int32_t prompt[BT_SEQ][32], ref_tok[BT_SEQ][BT_GEN];
-    float  *ref = malloc((size_t)BT_SEQ * BT_GEN * (size_t)nv * sizeof(float));
+    int32_t  prompt[BT_SEQ][32], ref_tok[BT_SEQ][BT_GEN];
+    float   *ref = malloc((size_t)BT_SEQ * BT_GEN * (size_t)nv * sizeof(float));
     uint32_t rng = 12345;
     for (int s = 0; s < BT_SEQ; s++)
         for (int i = 0; i < plen[s]; i++) {
@@ -594,8 +612,8 @@ static void batch_equals_single(const char *path, int32_t block_size) {
         int32_t n = 0, n_out = 0;
         for (int k = 0; k < BT_SEQ; k++) {
             const int s = (k + step) % BT_SEQ; /* rotate the order */
-            if (step < start[s] || gen[s] >= BT_GEN || (fed[s] == plen[s] && gen[s] == 0 &&
-                                                        step == start[s] - 1))
+            if (step < start[s] || gen[s] >= BT_GEN ||
+                (fed[s] == plen[s] && gen[s] == 0 && step == start[s] - 1))
                 continue;
             if (fed[s] < plen[s]) {
                 int32_t c = plen[s] - fed[s] < chunk[s] ? plen[s] - fed[s] : chunk[s];
@@ -684,7 +702,7 @@ TEST(decode_batch_does_not_allocate) {
     }
     EXPECT_EQ_INT(tm_alloc_count() - before, 0);
     /* errors: bad sequence, wrong position, too many logits rows, full sequence */
-    int32_t bad_seq = 4, p = 99;
+    int32_t  bad_seq = 4, p = 99;
     tm_batch b = {.n_tokens = 1, .token = tok, .seq_id = &bad_seq};
     EXPECT_EQ_INT(tm_ctx_decode_batch(ctx, &b), TM_ERR_INVALID);
     int32_t s0 = 0;
@@ -731,7 +749,7 @@ TEST(seq_copy_prefix_and_truncate) {
     int32_t  tok[10] = {1, 5, 9, 33, 2, 7, 100, 64, 3, 11}, seq[10] = {0};
     tm_batch b = {.n_tokens = 10, .token = tok, .seq_id = seq};
     ASSERT_OK(tm_ctx_decode_batch(ctx, &b));
-    float *want = malloc((size_t)nv * sizeof(float));
+    float  *want = malloc((size_t)nv * sizeof(float));
     int32_t nxt = 42;
     b = (tm_batch){.n_tokens = 1, .token = &nxt, .seq_id = seq};
     ASSERT_OK(tm_ctx_decode_batch(ctx, &b)); /* seq 0 at 11 positions */
