@@ -259,7 +259,8 @@ TEST(quantize_activations_same_bytes) {
         x[512 + i] = (float)(i - 16) * 0.5f; /* exact halves: ties after scaling */
     x[700] = 1e30f;
     x[701] = -1e30f;
-    size_t    b32 = (size_t)(n / TM_QK32) * sizeof(tm_q8_32), bk = (size_t)(n / TM_QKK) * sizeof(tm_q8_k);
+    size_t b32 = (size_t)(n / TM_QK32) * sizeof(tm_q8_32),
+           bk = (size_t)(n / TM_QKK) * sizeof(tm_q8_k);
     tm_q8_32 *a = calloc(1, b32), *b = calloc(1, b32);
     tm_q8_k  *c = calloc(1, bk), *d = calloc(1, bk);
     tm__cpu_quantize_q8_32_ref(x, a, n);
@@ -362,8 +363,8 @@ static void qd_check_mul_mat(tm_dtype t, int K, int N, int T) {
             float r;
             dot(K, &r, wq + (size_t)n * rb, xv);
             if (r != y1[(size_t)tt * N + n]) {
-                TM__FAIL_AT("%s K=%d N=%d T=%d: y[%d][%d] %.9g != dot %.9g", tm_dtype_name(t), K,
-                            N, T, tt, n, y1[(size_t)tt * N + n], r);
+                TM__FAIL_AT("%s K=%d N=%d T=%d: y[%d][%d] %.9g != dot %.9g", tm_dtype_name(t), K, N,
+                            T, tt, n, y1[(size_t)tt * N + n], r);
                 tt = T;
                 break;
             }
@@ -416,8 +417,8 @@ TEST(mul_mat_ref_isa_matches_simd) {
             mag = fmax(mag, fabs((double)yr[i]));
         }
         if (!(worst <= 1e-5 * (mag + 1) * 8))
-            TM__FAIL_AT("%s: ref ISA vs %s differ by %g", tm_dtype_name(t),
-                        tm__cpu_isa_name(saved), worst);
+            TM__FAIL_AT("%s: ref ISA vs %s differ by %g", tm_dtype_name(t), tm__cpu_isa_name(saved),
+                        worst);
         free(yr);
         free(ys);
         free(w);

@@ -62,12 +62,11 @@ static double bench_median(double *v, int n) {
 }
 
 /* One run: tokens/s of decoding ids[0..n) in batches of `batch` from an empty context. */
-static tm_status bench_run(tm_ctx *ctx, const int32_t *ids, int32_t n, int32_t batch,
-                           double *tps) {
+static tm_status bench_run(tm_ctx *ctx, const int32_t *ids, int32_t n, int32_t batch, double *tps) {
     tm_ctx_clear(ctx);
     double t0 = bench_now();
     for (int32_t i = 0; i < n; i += batch) {
-        int32_t m = n - i < batch ? n - i : batch;
+        int32_t   m = n - i < batch ? n - i : batch;
         tm_status st = tm_ctx_decode(ctx, ids + i, m);
         if (st != TM_OK)
             return st;

@@ -25,29 +25,28 @@
 #include "tm/tm_gguf.h"
 
 static void quant_usage(FILE *f) {
-    fprintf(f,
-            "usage: lctl quantize IN.gguf OUT.gguf TYPE\n"
-            "       lctl quantize --random VOCAB.gguf OUT.gguf TYPE [--shape E,L,H,HKV,FF]\n\n"
-            "Writes OUT with every matrix of IN (or random Llama weights with VOCAB's\n"
-            "tokenizer) in TYPE: f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, q2_k .. q6_k,\n"
-            "or the mixes q4_k_m, q5_k_m (llama.cpp's rules, no importance matrix).\n"
-            "Norms and other vectors stay f32; K formats fall back to a 32-element type\n"
-            "for rows not a multiple of 256.\n\n"
-            "options:\n"
-            "  --shape E,L,H,HKV,FF  random model: n_embd, layers, heads, kv heads, ffn\n"
-            "                        (default 2048,22,32,4,5632 = TinyLlama-1.1B)\n"
-            "  --seed S              random weights seed (default 1)\n"
-            "  -h, --help            this text\n");
+    fprintf(f, "usage: lctl quantize IN.gguf OUT.gguf TYPE\n"
+               "       lctl quantize --random VOCAB.gguf OUT.gguf TYPE [--shape E,L,H,HKV,FF]\n\n"
+               "Writes OUT with every matrix of IN (or random Llama weights with VOCAB's\n"
+               "tokenizer) in TYPE: f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, q2_k .. q6_k,\n"
+               "or the mixes q4_k_m, q5_k_m (llama.cpp's rules, no importance matrix).\n"
+               "Norms and other vectors stay f32; K formats fall back to a 32-element type\n"
+               "for rows not a multiple of 256.\n\n"
+               "options:\n"
+               "  --shape E,L,H,HKV,FF  random model: n_embd, layers, heads, kv heads, ffn\n"
+               "                        (default 2048,22,32,4,5632 = TinyLlama-1.1B)\n"
+               "  --seed S              random weights seed (default 1)\n"
+               "  -h, --help            this text\n");
 }
 
 /* ---- type rules -------------------------------------------------------------------- */
 
 typedef struct quant_plan {
-    tm_dtype base;     /* most matrices */
-    tm_dtype more;     /* attn_v / ffn_down of "more bits" layers, mixes only */
-    tm_dtype output;   /* output.weight */
-    bool     mix;      /* *_k_m rules */
-    uint32_t ftype;    /* general.file_type (llama_ftype) */
+    tm_dtype base;   /* most matrices */
+    tm_dtype more;   /* attn_v / ffn_down of "more bits" layers, mixes only */
+    tm_dtype output; /* output.weight */
+    bool     mix;    /* *_k_m rules */
+    uint32_t ftype;  /* general.file_type (llama_ftype) */
 } quant_plan;
 
 static int quant_plan_parse(const char *s, quant_plan *p) {
@@ -89,14 +88,15 @@ static tm_dtype quant_type_for(const quant_plan *p, const char *name, int i, int
     tm_dtype t = p->base;
     if (strcmp(name, "output.weight") == 0)
         t = p->output;
-    else if (p->mix && i >= 0 && (strstr(name, "attn_v.weight") || strstr(name, "ffn_down.weight")) &&
+    else if (p->mix && i >= 0 &&
+             (strstr(name, "attn_v.weight") || strstr(name, "ffn_down.weight")) &&
              quant_more_bits(i, n))
         t = p->more;
     const int32_t blk = tm_dtype_get_traits(t)->blck_size;
     if (k % blk != 0) { /* llama.cpp's fallbacks for rows that do not fill 256-element blocks */
-        t = t == TM_DTYPE_Q6_K                          ? TM_DTYPE_Q8_0
+        t = t == TM_DTYPE_Q6_K                         ? TM_DTYPE_Q8_0
             : t == TM_DTYPE_Q4_K || t == TM_DTYPE_Q5_K ? TM_DTYPE_Q5_0
-                                                        : TM_DTYPE_Q4_0;
+                                                       : TM_DTYPE_Q4_0;
         if (k % 32 != 0)
             t = TM_DTYPE_F16;
     }
@@ -106,14 +106,14 @@ static tm_dtype quant_type_for(const quant_plan *p, const char *name, int i, int
 /* ---- parallel row conversion --------------------------------------------------------- */
 
 typedef struct quant_job {
-    const void *src;     /* source rows (src_type) or NULL for random */
+    const void *src; /* source rows (src_type) or NULL for random */
     tm_dtype    src_type;
     size_t      src_row; /* bytes */
     uint8_t    *dst;
     tm_dtype    dst_type;
     size_t      dst_row;
     int64_t     k, n_rows;
-    float       fill;    /* random: 0 = N(0, 0.02)-like; else constant */
+    float       fill; /* random: 0 = N(0, 0.02)-like; else constant */
     uint32_t    seed;
     int         ith, nth;
     tm_status   st;
@@ -174,8 +174,8 @@ static tm_status quant_rows(const void *src, tm_dtype src_type, tm_dtype dst_typ
     quant_job jobs[64];
     pthread_t th[64];
     for (int i = 0; i < nth; i++) {
-        jobs[i] = (quant_job){src, src_type, src_row, *out, dst_type, dst_row, k, n_rows, fill,
-                              seed, i, nth, TM_OK};
+        jobs[i] = (quant_job){src,    src_type, src_row, *out, dst_type, dst_row, k,
+                              n_rows, fill,     seed,    i,    nth,      TM_OK};
         if (i > 0 && pthread_create(&th[i], NULL, quant_worker, &jobs[i]) != 0)
             return tm_fail(TM_ERR_NOMEM, "cannot start a thread");
     }
@@ -222,7 +222,7 @@ static int quant_layer_of(const char *name) {
 static tm_status quant_file(quant_out *o, const tm_gguf *in, const quant_plan *p) {
     int64_t n_layer = 0;
     for (int64_t i = 0; i < tm_gguf_n_tensors(in); i++) {
-        char nm[256];
+        char                  nm[256];
         const tm_gguf_tensor *t = tm_gguf_tensor_at(in, i);
         snprintf(nm, sizeof nm, "%.*s", (int)t->name.len, t->name.ptr);
         int l = quant_layer_of(nm);
@@ -253,7 +253,7 @@ static tm_status quant_file(quant_out *o, const tm_gguf *in, const quant_plan *p
 
 static tm_status quant_random(quant_out *o, const quant_plan *p, const int64_t sh[5],
                               int64_t n_vocab, uint32_t seed) {
-    const int64_t E = sh[0], L = sh[1], H = sh[2], HKV = sh[3], FF = sh[4], hd = E / H;
+    const int64_t   E = sh[0], L = sh[1], H = sh[2], HKV = sh[3], FF = sh[4], hd = E / H;
     tm_gguf_writer *w = o->w;
     TM_TRY(tm_gguf_writer_set_str(w, "general.architecture", "llama"));
     TM_TRY(tm_gguf_writer_set_str(w, "general.name", "random-weights llama (bench)"));
@@ -270,11 +270,11 @@ static tm_status quant_random(quant_out *o, const quant_plan *p, const int64_t s
     TM_TRY(quant_add(o, "token_embd.weight", quant_type_for(p, "token_embd.weight", -1, (int)L, E),
                      2, (int64_t[]){E, n_vocab}, NULL, TM_DTYPE_F32, 0.0f, s++));
     for (int64_t l = 0; l < L; l++) {
-        static const char *const names[] = {"attn_q", "attn_k", "attn_v", "attn_output",
+        static const char *const names[] = {"attn_q",   "attn_k", "attn_v",  "attn_output",
                                             "ffn_gate", "ffn_up", "ffn_down"};
-        const int64_t shapes[][2] = {{E, E}, {E, HKV * hd}, {E, HKV * hd}, {E, E},
-                                     {E, FF}, {E, FF},      {FF, E}};
-        char nm[64];
+        const int64_t            shapes[][2] = {{E, E},  {E, HKV * hd}, {E, HKV * hd}, {E, E},
+                                                {E, FF}, {E, FF},       {FF, E}};
+        char                     nm[64];
         fprintf(stderr, "  layer %lld/%lld\n", (long long)l + 1, (long long)L);
         for (int k = 0; k < 7; k++) {
             snprintf(nm, sizeof nm, "blk.%lld.%s.weight", (long long)l, names[k]);
@@ -294,9 +294,9 @@ static tm_status quant_random(quant_out *o, const quant_plan *p, const int64_t s
 }
 
 int lctl_quantize(int argc, char **argv) {
-    const char *pos[3] = {NULL, NULL, NULL}, *shape = "2048,22,32,4,5632";
-    int         n_pos = 0;
-    bool        random = false;
+    const char   *pos[3] = {NULL, NULL, NULL}, *shape = "2048,22,32,4,5632";
+    int           n_pos = 0;
+    bool          random = false;
     unsigned long seed = 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -330,11 +330,11 @@ int lctl_quantize(int argc, char **argv) {
         return 2;
     }
     int64_t sh[5];
-    if (random && (sscanf(shape, "%" SCNd64 ",%" SCNd64 ",%" SCNd64 ",%" SCNd64 ",%" SCNd64,
-                          &sh[0], &sh[1], &sh[2], &sh[3], &sh[4]) != 5 ||
-                   sh[0] <= 0 || sh[1] <= 0 || sh[2] <= 0 || sh[3] <= 0 || sh[4] <= 0 ||
-                   sh[0] % sh[2] != 0 || sh[2] % sh[3] != 0 || sh[0] > (1 << 16) ||
-                   sh[1] > 1024 || sh[4] > (1 << 18))) {
+    if (random &&
+        (sscanf(shape, "%" SCNd64 ",%" SCNd64 ",%" SCNd64 ",%" SCNd64 ",%" SCNd64, &sh[0], &sh[1],
+                &sh[2], &sh[3], &sh[4]) != 5 ||
+         sh[0] <= 0 || sh[1] <= 0 || sh[2] <= 0 || sh[3] <= 0 || sh[4] <= 0 || sh[0] % sh[2] != 0 ||
+         sh[2] % sh[3] != 0 || sh[0] > (1 << 16) || sh[1] > 1024 || sh[4] > (1 << 18))) {
         fprintf(stderr, "lctl quantize: bad --shape '%s' (E,L,H,HKV,FF)\n", shape);
         return 2;
     }

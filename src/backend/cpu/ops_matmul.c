@@ -62,13 +62,13 @@ size_t tm__cpu_mul_mat_scratch(const tm_tensor *dst) {
 typedef struct mm_rows_args {
     tm_cpu_vec_dot  dot;
     tm_cpu_vec_dot4 dot4; /* optional: 4 columns per weight row */
-    const char    *w;    /* weight rows */
-    size_t         wrow; /* bytes per weight row */
-    const char    *x;    /* activation columns (quantized or f32) */
-    size_t         xrow; /* bytes per activation column */
-    char          *y;
-    size_t         yrow; /* bytes per output column */
-    int64_t        K, T;
+    const char     *w;    /* weight rows */
+    size_t          wrow; /* bytes per weight row */
+    const char     *x;    /* activation columns (quantized or f32) */
+    size_t          xrow; /* bytes per activation column */
+    char           *y;
+    size_t          yrow; /* bytes per output column */
+    int64_t         K, T;
 } mm_rows_args;
 
 /* Outputs of weight rows [n0, n1) for every column, in tiles (see DESIGN). */
@@ -77,7 +77,7 @@ static void mm_rows(const mm_rows_args *a, int64_t n0, int64_t n1) {
         const int64_t m1 = m0 + MM_TILE_N < n1 ? m0 + MM_TILE_N : n1;
         for (int64_t t0 = 0; t0 < a->T; t0 += MM_TILE_T) {
             const int64_t t1 = t0 + MM_TILE_T < a->T ? t0 + MM_TILE_T : a->T;
-            int64_t t = t0;
+            int64_t       t = t0;
             if (a->dot4 != NULL)
                 for (; t + 4 <= t1; t += 4) {
                     const void *xt = a->x + (size_t)t * a->xrow;
@@ -118,7 +118,11 @@ static void mm_mul_mat_dot(const tm_tensor *dst, tm_cpu_vec_kind kind, int ith, 
         }
         xq = scratch;
     }
-    const mm_rows_args a = {dot, tm__cpu_dot4_get(w->dtype, tm__cpu_isa()), w->data, w->nb[1], xq, xrow, dst->data, dst->nb[1], K, T};
+    const mm_rows_args a = {dot,       tm__cpu_dot4_get(w->dtype, tm__cpu_isa()),
+                            w->data,   w->nb[1],
+                            xq,        xrow,
+                            dst->data, dst->nb[1],
+                            K,         T};
     int64_t            c = tm__cpu_chunk_claim();
     if (c < 0) { /* no pool (single-node call): a fixed split */
         int64_t r0, r1;
@@ -144,15 +148,15 @@ static float mm_dot_ref(const float *a, const float *b, int64_t n) {
 }
 
 void tm__cpu_mul_mat(const tm_tensor *dst, int ith, int nth, void *scratch) {
-    const tm_tensor *w = dst->src[0], *x = dst->src[1];
+    const tm_tensor      *w = dst->src[0], *x = dst->src[1];
     const tm_cpu_vec_kind kind = mm_vec_kind(w);
     if (kind != TM_CPU_VEC_NONE) {
         mm_mul_mat_dot(dst, kind, ith, nth, scratch);
         return;
     }
-    const int64_t    K = w->ne[0], N = w->ne[1], T = tm_tensor_nrows(x);
-    float           *row = scratch;
-    int64_t          r0, r1;
+    const int64_t K = w->ne[0], N = w->ne[1], T = tm_tensor_nrows(x);
+    float        *row = scratch;
+    int64_t       r0, r1;
     tm__cpu_split(N, ith, nth, &r0, &r1);
     for (int64_t n = r0; n < r1; n++) {
         const void  *wr = (const char *)w->data + (size_t)n * w->nb[1];

@@ -53,9 +53,8 @@ AVX2 static inline __m256i x2_dot_i8(__m256i a, __m256i b) {
  * by sa and the last 16 by sb -> 8 int32. */
 AVX2 static inline __m256i x2_dot_u8s(__m256i u, const int8_t *x, int sa, int sb) {
     const __m256i p = _mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i *)x));
-    const __m256i s =
-        _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_set1_epi16((short)sa)),
-                                _mm_set1_epi16((short)sb), 1);
+    const __m256i s = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_set1_epi16((short)sa)),
+                                              _mm_set1_epi16((short)sb), 1);
     return _mm256_madd_epi16(p, s);
 }
 
@@ -72,11 +71,10 @@ AVX2 static inline __m256i x2_bits_to_bytes(const uint8_t *p) {
     memcpy(&x, p, 4);
     const __m256i shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202,
                                            0x0101010101010101, 0x0000000000000000);
-    __m256i r = _mm256_shuffle_epi8(_mm256_set1_epi32((int)x), shuf);
+    __m256i       r = _mm256_shuffle_epi8(_mm256_set1_epi32((int)x), shuf);
     r = _mm256_or_si256(r, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
     return _mm256_cmpeq_epi8(r, _mm256_set1_epi64x(-1));
 }
-
 
 /* ---- activation quantizers: the bytes of quant_dot_ref.c's ----------------------------
  * max is exact, d and 1/d are the same scalar expressions, x * id is one
@@ -85,11 +83,11 @@ AVX2 static inline __m256i x2_bits_to_bytes(const uint8_t *p) {
 
 /* 32 floats -> 32 int8 (x * id rounded); returns their sum. */
 AVX2 static inline int x2_quant32(const float *x, float id, int8_t *q) {
-    const __m256 vid = _mm256_set1_ps(id);
-    __m256i      i0 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x), vid));
-    __m256i      i1 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 8), vid));
-    __m256i      i2 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 16), vid));
-    __m256i      i3 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 24), vid));
+    const __m256  vid = _mm256_set1_ps(id);
+    __m256i       i0 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x), vid));
+    __m256i       i1 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 8), vid));
+    __m256i       i2 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 16), vid));
+    __m256i       i3 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 24), vid));
     const __m256i sum = _mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3));
     /* pack 32-bit -> 16-bit -> 8-bit (values within [-127, 127]), then undo the lane interleave */
     const __m256i p01 = _mm256_packs_epi32(i0, i1), p23 = _mm256_packs_epi32(i2, i3);
@@ -330,7 +328,6 @@ static inline void x2_k4_scales(const uint8_t *q, int sc[8], int m[8]) {
     }
 }
 
-
 /* Q4_K / Q5_K scales and mins of one super-block as vectors (the 6-bit fields
  * regrouped with 32-bit masks, as ggml's utmp trick does): *sc = 16 bytes whose
  * int16 lanes 0..7 hold scales 0..7 (both halves alike, for in-lane shuffles),
@@ -374,8 +371,8 @@ AVX2 static void x2_dot_q2_k(int64_t n, float *s, const void *w, const void *x) 
             for (int h = 0; h < 4; h++) {
                 const __m256i u = _mm256_and_si256(_mm256_srli_epi16(qs, 2 * h), m3);
                 const int     g = 8 * j + 2 * h;
-                acc = _mm256_add_epi32(acc, x2_dot_u8s(u, y[i].q + 128 * j + 32 * h, b[g] & 0x0F,
-                                                       b[g + 1] & 0x0F));
+                acc = _mm256_add_epi32(
+                    acc, x2_dot_u8s(u, y[i].q + 128 * j + 32 * h, b[g] & 0x0F, b[g + 1] & 0x0F));
             }
         }
         const int32_t isum = x2_hsum_i32(acc);
@@ -427,9 +424,10 @@ AVX2 static void x2_dot_q4_k(int64_t n, float *s, const void *w, const void *x) 
             const __m256i qs = _mm256_loadu_si256((const __m256i *)(b + 16 + 32 * j));
             const __m256i lo = _mm256_and_si256(qs, m4);
             const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(qs, 4), m4);
-            const __m256i pl = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(y[i].q + 64 * j)));
-            const __m256i ph =
-                _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(y[i].q + 64 * j + 32)));
+            const __m256i pl =
+                _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(y[i].q + 64 * j)));
+            const __m256i ph = _mm256_maddubs_epi16(
+                hi, _mm256_loadu_si256((const __m256i *)(y[i].q + 64 * j + 32)));
             acc = _mm256_add_epi32(acc, _mm256_madd_epi16(pl, x2_k4_bcast(sc, 2 * j)));
             acc = _mm256_add_epi32(acc, _mm256_madd_epi16(ph, x2_k4_bcast(sc, 2 * j + 1)));
         }
@@ -456,9 +454,10 @@ AVX2 static void x2_dot_q5_k(int64_t n, float *s, const void *w, const void *x) 
             const __m256i lo = _mm256_or_si256(_mm256_and_si256(qs, m4), _mm256_slli_epi16(h0, 4));
             const __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qs, 4), m4),
                                                _mm256_slli_epi16(h1, 4));
-            const __m256i pl = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(y[i].q + 64 * j)));
-            const __m256i ph =
-                _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(y[i].q + 64 * j + 32)));
+            const __m256i pl =
+                _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(y[i].q + 64 * j)));
+            const __m256i ph = _mm256_maddubs_epi16(
+                hi, _mm256_loadu_si256((const __m256i *)(y[i].q + 64 * j + 32)));
             acc = _mm256_add_epi32(acc, _mm256_madd_epi16(pl, x2_k4_bcast(sc, 2 * j)));
             acc = _mm256_add_epi32(acc, _mm256_madd_epi16(ph, x2_k4_bcast(sc, 2 * j + 1)));
         }
@@ -477,10 +476,12 @@ AVX2 static void x2_dot_q6_k(int64_t n, float *s, const void *w, const void *x) 
         /* 16 int8 scales -> int16; imin = 32 * sum_g sc_g * bsums_g */
         const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b + 192)));
         const int32_t imin =
-            32 * x2_hsum_i32(_mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)y[i].bsums)));
+            32 *
+            x2_hsum_i32(_mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)y[i].bsums)));
         __m256i acc = _mm256_setzero_si256();
         for (int j = 0; j < 2; j++) {
-            const __m128i s8 = j == 0 ? _mm256_castsi256_si128(sc16) : _mm256_extracti128_si256(sc16, 1);
+            const __m128i s8 =
+                j == 0 ? _mm256_castsi256_si128(sc16) : _mm256_extracti128_si256(sc16, 1);
             const __m256i s2 = _mm256_inserti128_si256(_mm256_castsi128_si256(s8), s8, 1);
             const __m256i ql0 = _mm256_loadu_si256((const __m256i *)(b + 64 * j));
             const __m256i ql1 = _mm256_loadu_si256((const __m256i *)(b + 64 * j + 32));
@@ -493,12 +494,12 @@ AVX2 static void x2_dot_q6_k(int64_t n, float *s, const void *w, const void *x) 
                 const __m256i u = _mm256_or_si256(lo[h], _mm256_slli_epi16(hb, 4));
                 /* scale 2h of this half in the first 8 lanes, 2h + 1 in the last 8 */
                 const __m256i sv = _mm256_shuffle_epi8(
-                    s2, _mm256_setr_epi8(4 * h, 4 * h + 1, 4 * h, 4 * h + 1, 4 * h, 4 * h + 1, 4 * h,
-                                         4 * h + 1, 4 * h, 4 * h + 1, 4 * h, 4 * h + 1, 4 * h,
-                                         4 * h + 1, 4 * h, 4 * h + 1, 4 * h + 2, 4 * h + 3, 4 * h + 2,
-                                         4 * h + 3, 4 * h + 2, 4 * h + 3, 4 * h + 2, 4 * h + 3,
+                    s2, _mm256_setr_epi8(4 * h, 4 * h + 1, 4 * h, 4 * h + 1, 4 * h, 4 * h + 1,
+                                         4 * h, 4 * h + 1, 4 * h, 4 * h + 1, 4 * h, 4 * h + 1,
+                                         4 * h, 4 * h + 1, 4 * h, 4 * h + 1, 4 * h + 2, 4 * h + 3,
                                          4 * h + 2, 4 * h + 3, 4 * h + 2, 4 * h + 3, 4 * h + 2,
-                                         4 * h + 3, 4 * h + 2, 4 * h + 3));
+                                         4 * h + 3, 4 * h + 2, 4 * h + 3, 4 * h + 2, 4 * h + 3,
+                                         4 * h + 2, 4 * h + 3, 4 * h + 2, 4 * h + 3));
                 const __m256i p = _mm256_maddubs_epi16(
                     u, _mm256_loadu_si256((const __m256i *)(y[i].q + 128 * j + 32 * h)));
                 acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, sv));
@@ -509,7 +510,6 @@ AVX2 static void x2_dot_q6_k(int64_t n, float *s, const void *w, const void *x) 
     *s = sum;
 }
 
-
 /* ---- four activation columns per weight row (prefill) --------------------------------
  * Each weight block is unpacked once and dotted with four columns. Per column
  * the operations, their order and the accumulators are those of the one-column
@@ -518,8 +518,8 @@ AVX2 static void x2_dot_q6_k(int64_t n, float *s, const void *w, const void *x) 
 
 /* 32-element formats: signed codes (Q4_0, Q5_0, Q8_0) or unsigned codes plus a
  * min (Q4_1, Q5_1). */
-AVX2 static inline void x2_dot4_32(int64_t n, float *s, const uint8_t *b, const void *x,
-                                   size_t xs, tm_dtype t) {
+AVX2 static inline void x2_dot4_32(int64_t n, float *s, const uint8_t *b, const void *x, size_t xs,
+                                   tm_dtype t) {
     const tm_q8_32 *y[4];
     for (int c = 0; c < 4; c++)
         y[c] = (const tm_q8_32 *)((const char *)x + (size_t)c * xs);
@@ -539,7 +539,8 @@ AVX2 static inline void x2_dot4_32(int64_t n, float *s, const uint8_t *b, const 
         switch (t) {
         case TM_DTYPE_Q4_0: q = _mm256_sub_epi8(x2_nibbles(b + 2), _mm256_set1_epi8(8)); break;
         case TM_DTYPE_Q5_0:
-            q = _mm256_sub_epi8(x2_nibbles(b + 6), _mm256_andnot_si256(x2_bits_to_bytes(b + 2), b16));
+            q = _mm256_sub_epi8(x2_nibbles(b + 6),
+                                _mm256_andnot_si256(x2_bits_to_bytes(b + 2), b16));
             break;
         case TM_DTYPE_Q4_1:
             q = x2_nibbles(b + 4);
@@ -555,8 +556,7 @@ AVX2 static inline void x2_dot4_32(int64_t n, float *s, const uint8_t *b, const 
         const __m256i aq = has_m ? q : _mm256_sign_epi8(q, q);
         for (int c = 0; c < 4; c++) {
             const __m256i yv = _mm256_loadu_si256((const __m256i *)y[c][i].q);
-            const __m256i p =
-                _mm256_maddubs_epi16(aq, has_m ? yv : _mm256_sign_epi8(yv, q));
+            const __m256i p = _mm256_maddubs_epi16(aq, has_m ? yv : _mm256_sign_epi8(yv, q));
             acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(dw * y[c][i].d),
                                      _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones)), acc[c]);
             if (has_m)
@@ -587,9 +587,9 @@ AVX2 static void x2_dot4_q8_0(int64_t n, float *s, const void *w, const void *x,
  * madd scale vector of each 32-element chunk, and the per-16 coefficients of
  * the block sums (mins, or the constant offset times the scale). */
 typedef struct x2_kblock {
-    __m256i u[8];    /* codes of elements 32k .. 32k+31 */
-    __m256i sv[8];   /* int16 scales: 8 x first 16 elements, 8 x last 16 */
-    __m256i coef;    /* int16[16], dotted with the activation block sums */
+    __m256i u[8];  /* codes of elements 32k .. 32k+31 */
+    __m256i sv[8]; /* int16 scales: 8 x first 16 elements, 8 x last 16 */
+    __m256i coef;  /* int16[16], dotted with the activation block sums */
     float   d, dmin;
     bool    off; /* coef is an offset inside the int sum (Q3_K, Q6_K), not a min */
 } x2_kblock;
@@ -651,7 +651,8 @@ AVX2 static inline void x2_unpack_q45_k(const uint8_t *b, x2_kblock *k, bool fiv
     for (int j = 0; j < 8; j++)
         cf[2 * j] = cf[2 * j + 1] = (int16_t)m[j];
     const uint8_t *qsb = b + (five ? 48 : 16);
-    const __m256i  qh = five ? _mm256_loadu_si256((const __m256i *)(b + 16)) : _mm256_setzero_si256();
+    const __m256i  qh =
+        five ? _mm256_loadu_si256((const __m256i *)(b + 16)) : _mm256_setzero_si256();
     for (int j = 0; j < 4; j++) {
         const __m256i qs = _mm256_loadu_si256((const __m256i *)(qsb + 32 * j));
         __m256i       lo = _mm256_and_si256(qs, m4);

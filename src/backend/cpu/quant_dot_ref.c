@@ -424,7 +424,7 @@ tm_cpu_isa tm__cpu_isa(void) {
     if (v < 0) {
         const char *e = getenv("TM_CPU_REF");
         v = (e != NULL && e[0] != '\0' && strcmp(e, "0") != 0) ? TM_CPU_ISA_REF
-                                                              : tm__cpu_isa_supported();
+                                                               : tm__cpu_isa_supported();
         atomic_store_explicit(&ref_isa, v, memory_order_relaxed);
     }
     return (tm_cpu_isa)v;

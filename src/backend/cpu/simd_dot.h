@@ -66,8 +66,7 @@ typedef void (*tm_cpu_vec_dot)(int64_t n, float *s, const void *w, const void *x
 /* s[0..4) = dot(w, column c) for the 4 activation rows at x + c * x_stride: the
  * weight row is unpacked once for all four (prefill). Each s[c] has the same
  * bits as the one-column dot of the same ISA gives. */
-typedef void (*tm_cpu_vec_dot4)(int64_t n, float *s, const void *w, const void *x,
-                                size_t x_stride);
+typedef void (*tm_cpu_vec_dot4)(int64_t n, float *s, const void *w, const void *x, size_t x_stride);
 
 /* Activation kind a weight dtype pairs with; NONE when no dot exists. */
 tm_cpu_vec_kind tm__cpu_vec_kind(tm_dtype t);
