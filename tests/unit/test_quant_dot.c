@@ -131,8 +131,11 @@ TEST(simd_dot_vs_ref_real) {
             double mag = 0;
             for (int64_t i = 0; i < n; i++)
                 mag += fabs((double)wd[i] * x[i]);
-            /* also odd lengths for the float types (tails) */
-            const int64_t lens[2] = {n, tm__cpu_vec_kind(t) == TM_CPU_VEC_F32 ? n - 13 : n};
+            /* also odd lengths (float tails, odd block counts) */
+            const tm_cpu_vec_kind k = tm__cpu_vec_kind(t);
+            const int64_t         lens[2] = {n, k == TM_CPU_VEC_F32     ? n - 13
+                                                : k == TM_CPU_VEC_Q8_32 ? n - 32 /* odd block count */
+                                                                        : n - 256};
             for (int li = 0; li < 2; li++) {
                 float a, b;
                 f(lens[li], &a, wq, xv);
@@ -288,7 +291,7 @@ TEST(dot4_matches_dot) {
         for (int ti = 0; ti < QD_N_TYPES; ti++) {
             const tm_dtype  t = qd_types[ti];
             tm_cpu_vec_dot4 f4 = tm__cpu_dot4_get(t, (tm_cpu_isa)isa);
-            tm_cpu_vec_dot  f = tm__cpu_dot_get(t, (tm_cpu_isa)isa);
+            tm_cpu_vec_dot  f = tm__cpu_dot_avx2(t);
             if (f4 == NULL)
                 continue;
             qd_fill(w, n, 31u + (uint32_t)ti);
@@ -355,8 +358,11 @@ static void qd_check_mul_mat(tm_dtype t, int K, int N, int T) {
     ASSERT_TRUE(y1 != NULL && y2 != NULL);
     if (memcmp(y1, y2, sizeof(float) * (size_t)N * (size_t)T) != 0)
         TM__FAIL_AT("%s K=%d N=%d T=%d: 1 and 2 threads differ", tm_dtype_name(t), K, N, T);
-    /* each output equals the chosen dot on the same activations, bit for bit */
-    tm_cpu_vec_dot dot = tm__cpu_dot_get(t, tm__cpu_isa());
+    /* each output equals the one-column dot mul_mat chose, bit for bit (a
+     * four-column dot must agree with it) */
+    tm_cpu_vec_dot  dot;
+    tm_cpu_vec_dot4 dot4;
+    tm__cpu_mm_kernels(t, tm__cpu_isa(), T, &dot, &dot4);
     for (int tt = 0; tt < T; tt++) {
         qd_vec(t, x + (size_t)tt * K, K, xv);
         for (int n = 0; n < N; n++) {

@@ -100,11 +100,13 @@ static void mm_rows(const mm_rows_args *a, int64_t n0, int64_t n1) {
 
 static void mm_mul_mat_dot(const tm_tensor *dst, tm_cpu_vec_kind kind, int ith, int nth,
                            void *scratch) {
-    const tm_tensor     *w = dst->src[0], *x = dst->src[1];
-    const int64_t        K = w->ne[0], N = w->ne[1], T = tm_tensor_nrows(x);
-    const tm_cpu_vec_dot dot = tm__cpu_dot_get(w->dtype, tm__cpu_isa());
-    const char          *xq = x->data;
-    size_t               xrow = x->nb[1];
+    const tm_tensor *w = dst->src[0], *x = dst->src[1];
+    const int64_t    K = w->ne[0], N = w->ne[1], T = tm_tensor_nrows(x);
+    tm_cpu_vec_dot   dot;
+    tm_cpu_vec_dot4  dot4;
+    tm__cpu_mm_kernels(w->dtype, tm__cpu_isa(), T, &dot, &dot4);
+    const char *xq = x->data;
+    size_t      xrow = x->nb[1];
     TM_ASSERT(dot != NULL && x->dtype == TM_DTYPE_F32); /* graph builder invariant */
     if (kind != TM_CPU_VEC_F32) {
         xrow = tm__cpu_vec_row_bytes(kind, K);

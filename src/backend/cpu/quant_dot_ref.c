@@ -397,14 +397,15 @@ tm_cpu_vec_dot tm__cpu_dot_get(tm_dtype t, tm_cpu_isa isa) {
     return f != NULL ? f : tm__cpu_dot_ref(t);
 }
 
-/* The 4-column dot must give the bits of the 1-column dot of the same ISA, so
- * it is only handed out with that ISA's dot (none for the reference). */
 tm_cpu_vec_dot4 tm__cpu_dot4_get(tm_dtype t, tm_cpu_isa isa) {
-    if (isa >= TM_CPU_ISA_AVX512 && tm__cpu_dot_avx512(t) != NULL)
-        return NULL; /* TODO(perf): AVX-512 four-column dots */
-    if (isa >= TM_CPU_ISA_AVX2 && tm__cpu_dot_avx2(t) != NULL)
-        return tm__cpu_dot4_avx2(t);
-    return NULL;
+    return isa >= TM_CPU_ISA_AVX2 ? tm__cpu_dot4_avx2(t) : NULL;
+}
+
+void tm__cpu_mm_kernels(tm_dtype t, tm_cpu_isa isa, int64_t n_cols, tm_cpu_vec_dot *dot,
+                        tm_cpu_vec_dot4 *dot4) {
+    *dot4 = n_cols >= 4 ? tm__cpu_dot4_get(t, isa) : NULL;
+    /* a column left over from the groups of four uses the dot of the same ISA */
+    *dot = *dot4 != NULL ? tm__cpu_dot_avx2(t) : tm__cpu_dot_get(t, isa);
 }
 
 tm_cpu_isa tm__cpu_isa_supported(void) {

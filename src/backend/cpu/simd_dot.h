@@ -88,9 +88,17 @@ tm_cpu_vec_dot tm__cpu_dot_ref(tm_dtype t);
 tm_cpu_vec_dot tm__cpu_dot_avx2(tm_dtype t);
 tm_cpu_vec_dot tm__cpu_dot_avx512(tm_dtype t);
 
-/* Four-column dots; NULL where the ISA has none (mul_mat then uses the dot). */
+/* Four-column dots (AVX2 only so far); NULL where there is none. */
 tm_cpu_vec_dot4 tm__cpu_dot4_avx2(tm_dtype t);
 tm_cpu_vec_dot4 tm__cpu_dot4_get(tm_dtype t, tm_cpu_isa isa);
+
+/* The kernels mul_mat uses for n_cols activation columns: for a batch (>= 4
+ * columns) the four-column dot when one exists, with the one-column dot of the
+ * same ISA for the remaining columns (same bits per column); otherwise the best
+ * one-column dot (e.g. AVX-512 for decode). Results depend on n_cols, never on
+ * the thread count. */
+void tm__cpu_mm_kernels(tm_dtype t, tm_cpu_isa isa, int64_t n_cols, tm_cpu_vec_dot *dot,
+                        tm_cpu_vec_dot4 *dot4);
 
 /* Best dot available at or below isa (falls back to AVX2, then the reference). */
 tm_cpu_vec_dot tm__cpu_dot_get(tm_dtype t, tm_cpu_isa isa);
