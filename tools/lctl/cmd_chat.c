@@ -23,10 +23,10 @@
 #include "tm/tm_tokenizer.h"
 
 static void chat_usage(FILE *f) {
-    fprintf(f, "usage: lctl chat MODEL [options]\n\n"
-               "Chats with MODEL (GGUF) through its chat template. Type a message and press\n"
-               "Enter; an empty line or end of input quits. Without a terminal, each input line\n"
-               "is one user message.\n\n"
+    fprintf(f, "usage: lctl chat [MODEL] [options]\n\n"
+               "Chats with MODEL through its chat template (default model: " LCTL_DEFAULT_MODEL
+               ").\nType a message and press Enter; an empty line or end of input quits. Without\n"
+               "a terminal, each input line is one user message.\n\n"
                "options:\n"
                "  --system TEXT        system message\n"
                "  --template FILE      Jinja chat template to use instead of the model's\n"
@@ -234,10 +234,8 @@ int lctl_chat(int argc, char **argv) {
             return 2;
         }
     }
-    if (model_path == NULL) {
-        chat_usage(stderr);
-        return 2;
-    }
+    if (model_path == NULL && (model_path = lctl_default_model("lctl chat")) == NULL)
+        return 1;
     if (n_predict < 1 || n_threads < 0 || n_threads > 512 || n_ctx < 0 || n_ctx > (1 << 24) ||
         !(sp.temp >= 0) || sp.top_k < 0 || !(sp.top_p > 0 && sp.top_p <= 1)) {
         fprintf(stderr, "lctl chat: an option value is out of range (see --help)\n");

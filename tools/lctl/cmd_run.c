@@ -20,9 +20,10 @@
 
 static void run_usage(FILE *f) {
     fprintf(f,
-            "usage: lctl run MODEL [-p PROMPT | --ids 1,2,3] [options]\n\n"
+            "usage: lctl run [MODEL] [-p PROMPT | --ids 1,2,3] [options]\n\n"
             "Generates a continuation of PROMPT with MODEL (GGUF, Hugging Face folder or llama2.c\n"
-            ".bin) on the CPU.\n\n"
+            ".bin) on the CPU. Without MODEL: the default model, " LCTL_DEFAULT_MODEL "\n"
+            "(scripts/fetch_models.sh default fetches it).\n\n"
             "options:\n"
             "  -p, --prompt TEXT      prompt text\n"
             "  --ids LIST             prompt as comma-separated token ids (no tokenizer needed)\n"
@@ -171,10 +172,12 @@ int lctl_run(int argc, char **argv) {
 #undef NUM
 #undef NEEDVAL
     }
-    if (model_path == NULL || (prompt == NULL && ids_arg == NULL)) {
+    if (prompt == NULL && ids_arg == NULL) {
         run_usage(stderr);
         return 2;
     }
+    if (model_path == NULL && (model_path = lctl_default_model("lctl run")) == NULL)
+        return 1;
 
     int             rc = 1;
     tm_model       *model = NULL;

@@ -21,6 +21,13 @@ int lctl_bench(int argc, char **argv);
 int lctl_quantize(int argc, char **argv);
 int lctl_devices(int argc, char **argv);
 
+/* The default model (scripts/fetch_models.sh default puts it there), relative to the
+ * working directory; $TM_DEFAULT_MODEL overrides it. */
+#define LCTL_DEFAULT_MODEL "models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+
+/* The default model's path, or NULL after printing (as prog) how to fetch it. */
+const char *lctl_default_model(const char *prog);
+
 /* Reads a large model file or folder through the page cache with a progress bar on
  * stderr (only when stderr is a terminal); see progress.c. */
 void lctl_model_prefetch(const char *path);

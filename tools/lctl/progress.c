@@ -5,8 +5,10 @@
  * lctl_model_prefetch() does that read up front through tm_file_prefetch() and
  * draws a bar on stderr when stderr is a terminal (nothing otherwise, so logs and
  * pipes stay clean). Files under 64 MiB are not worth a bar and are skipped.
+ * Also here: where the default model lives when a command is given none.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -54,4 +56,18 @@ void lctl_model_prefetch(const char *path) {
             label = p + 1;
     bar_state b = {label, bar_now()};
     (void)tm_file_prefetch(path, bar_draw, &b); /* a failure shows up in the real load */
+}
+
+const char *lctl_default_model(const char *prog) {
+    const char *p = getenv("TM_DEFAULT_MODEL");
+    if (p == NULL || *p == '\0')
+        p = LCTL_DEFAULT_MODEL;
+    if (tm_path_is_file(p) || tm_path_is_dir(p))
+        return p;
+    fprintf(stderr,
+            "%s: no MODEL given and the default model %s is absent: run "
+            "scripts/fetch_models.sh default (from the repository root), set TM_DEFAULT_MODEL, "
+            "or pass a model path\n",
+            prog, p);
+    return NULL;
 }
