@@ -16,6 +16,13 @@
  */
 #include "backend/cpu/simd_dot.h"
 
+/* No contraction of a * b + c into an FMA: the scalar block expressions must
+ * round the same way in every variant (GCC does not contract in ISO C mode;
+ * clang does by default). */
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#endif
+
 #if defined(__x86_64__) || defined(__i386__)
 
 #include <immintrin.h>

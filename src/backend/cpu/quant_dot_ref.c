@@ -25,6 +25,13 @@
 #include "tm/tm_bytes.h"
 #include "tm/tm_devices.h"
 
+/* No contraction of a * b + c into an FMA: the scalar block expressions must
+ * round the same way in every variant (GCC does not contract in ISO C mode;
+ * clang does by default). */
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#endif
+
 static inline float ref_f16(const uint8_t *p) { return tm_f16_to_f32(tm_load_u16_le(p)); }
 
 /* ---- activation quantizers ----------------------------------------------------- */
