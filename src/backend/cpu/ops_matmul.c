@@ -6,9 +6,12 @@
  * - Dot path (default; ARCHITECTURE decision 3): every column of X is quantized
  *   once to the 8-bit activation blocks the weight dtype pairs with (tm_q8_32 /
  *   tm_q8_k, simd_dot.h), or kept f32 for F32 / F16 / BF16 weights, and each
- *   output is one call of the dtype's dot (plain C, AVX2, ... chosen at run
- *   time by tm__cpu_isa()). Error: about 1e-2 relative from the 8-bit
- *   activations for quantized weights; float weights stay within float rounding.
+ *   output is one call of the dtype's dot (plain C, AVX2, AVX-512, chosen at
+ *   run time by tm__cpu_isa(); TM_CPU_REF=1 forces plain C). Batches of 4+
+ *   columns use four-column dots (one weight unpack per 4 columns) with the
+ *   same per-column bits (tm__cpu_mm_kernels). Error: about 1e-2 relative from
+ *   the 8-bit activations for quantized weights; float weights stay within
+ *   float rounding.
  * - Tiling for T > 1 (prefill): the N weight rows are cut into chunks of
  *   MM_TILE_N rows that threads claim dynamically (tm__cpu_chunk_claim: a
  *   thread the OS deschedules does not stall the node); a chunk walks the
