@@ -48,7 +48,8 @@ typedef enum tm_op {
                        (mean pooling of hidden states) */
     TM_OP_RMS_NORM, /* x / sqrt(mean(x^2) + fp[0]) over ne[0]; ip[0] = 1: LayerNorm
                        without affine, (x - mean) / sqrt(var + fp[0]) */
-    TM_OP_MUL_MAT,  /* src0 W [K, N] any dtype, src1 X [K, T..] F32 -> [N, T..] F32 */
+    TM_OP_MUL_MAT,  /* src0 W [K, N] any dtype, src1 X [K, T..] F32 -> [N, T..] F32;
+                       ip[0] = 1: exact (f32 activations, no 8-bit quantization) */
     TM_OP_ADD,      /* src0 + src1; src1 rows repeat over src0 rows */
     TM_OP_MUL,      /* src0 * src1; src1 rows repeat over src0 rows */
     TM_OP_SCALE,    /* src0 * fp[0] */

@@ -107,6 +107,11 @@ typedef struct tm_ctx_params {
     int32_t  n_threads;  /* compute threads; 0 = online CPUs */
     tm_dtype kv_dtype;   /* TM_DTYPE_F32 (default) or TM_DTYPE_F16 */
     bool     logits_all; /* logits for every token of a batch, not just the last */
+    /* Every matmul in float: quantized weights are dequantized row by row and activations
+     * stay f32, so results equal a float reference (transformers) up to rounding. Default
+     * false: activations are quantized to 8-bit blocks for integer dots (as llama.cpp),
+     * several times faster; docs/accuracy.md measures the difference. */
+    bool exact_matmul;
     /* Multi-sequence contexts (tm_ctx_decode_batch); the defaults give one sequence. */
     int32_t n_seq_max;     /* sequence ids 0 .. n_seq_max - 1; 0 = 1 */
     int32_t kv_block_size; /* positions per KV block, a power of two; 0 = 16 */

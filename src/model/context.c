@@ -97,6 +97,12 @@ static void ctx_build(tm_ctx *c, int32_t n_tokens, int32_t n_out, int32_t *out_i
                           .n_out = n_out,
                           .out_ids = out_ids};
     tm__graph_build(c->model, c->graph, &bp, logits);
+    if (c->p.exact_matmul) /* float activations everywhere (see tm_ctx_params) */
+        for (int32_t i = 0; i < tm_graph_n_nodes(c->graph); i++) {
+            tm_tensor *t = tm_graph_node(c->graph, i);
+            if (t->op == TM_OP_MUL_MAT)
+                t->ip[0] = 1;
+        }
 }
 
 tm_status tm_ctx_init(const tm_model *model, const tm_ctx_params *params, tm_ctx **out) {

@@ -6,9 +6,13 @@ scripts/ref_default_model.py: Hugging Face transformers running the same GGUF fi
 war-and-peace.txt whose ids our tokenizer and HF's tokenizer agree on. Both sides are fed
 the same committed ids, so these tests compare the forward pass only.
 
-For each model:
-  - `lctl eval --ids-file` over the first N + 1 ids (N = 512; 1024 for Gemma): top-1 next-token agreement with
-    transformers' top-1 >= 99% and |ppl - ref| / ref <= 1%;
+For each model and both matmul modes:
+  - `lctl eval --ids-file` over the first N + 1 ids (N = 512; 1024 for Gemma):
+    exact mode (`--exact`, float activations): top-1 next-token agreement with transformers'
+    top-1 >= 99% and |ppl - ref| / ref <= 1% (the issue's bars);
+    fast mode (the default: 8-bit activations and integer dots, as llama.cpp): the bounds
+    measured and documented in docs/accuracy.md (top-1 >= 93%, >= 97% where the reference
+    margin is >= 0.1, perplexity within 1.5%);
   - the top-5 ids/logits at a few positions (diagnostics: close logits, same top-1);
   - `lctl run --temp 0` on a fixed prompt reproduces transformers' greedy tokens (up to the
     first step whose reference top-1/top-2 margin is below TIE, where either is right).
@@ -31,9 +35,13 @@ NAMES = sorted(p.stem for p in GOLDEN.glob("*.json"))
 # reference's n_pos).
 CI_POSITIONS = {"gemma-3-270m": 1024}
 N_POS_ENV = os.environ.get("TM_ACCURACY_POSITIONS")
-MIN_AGREE = 0.99  # the issue's requirement: top-1 agreement over 512 positions
-MAX_PPL_REL = 0.01  # the issue's requirement: perplexity within 1% of transformers
-TIE = 1e-3  # a greedy step whose reference top-1/top-2 logits differ by less is a tie
+# Bars per mode. exact: the issue's requirement (top-1 over 512 positions, perplexity within
+# 1% of transformers). fast: what 8-bit activations cost, measured in docs/accuracy.md
+# (Qwen 98.2% / +0.6%, Gemma 94.3-94.9% / +0.9-1.2%), with a little room.
+BARS = {"exact": dict(agree=0.99, agree_clear=0.99, ppl=0.01, tie=1e-3),
+        "fast": dict(agree=0.93, agree_clear=0.97, ppl=0.015, tie=0.05)}
+MODES = sorted(BARS)
+# tie (in BARS): a greedy step whose reference top-1/top-2 logits differ by less is a tie
 NEAR_TIE = 0.1  # reported only: agreement counting positions with a margin >= this
 # Top-5 samples: a coarse kernel check. The float (dequantize) matmul matches to ~5e-5;
 # the 8-bit-activation matmul (default since 19d82e1) moves logits by up to ~0.4 on these
@@ -53,10 +61,11 @@ def _model_path(models_dir, ref):
     return p
 
 
-@pytest.fixture(scope="module", params=NAMES)
+@pytest.fixture(scope="module", params=[(n, m) for n in NAMES for m in MODES],
+                ids=[f"{n}-{m}" for n in NAMES for m in MODES])
 def evaluated(request, lctl, models_dir, tmp_path_factory):
-    """Runs `lctl eval` once per model; the tests below read its outputs."""
-    name = request.param
+    """Runs `lctl eval` once per model and mode; the tests below read its outputs."""
+    name, mode = request.param
     ref = _ref(name)
     model = _model_path(models_dir, ref)
     n_pos = min(int(N_POS_ENV) if N_POS_ENV else CI_POSITIONS.get(name, 512), ref["n_pos"])
@@ -64,14 +73,16 @@ def evaluated(request, lctl, models_dir, tmp_path_factory):
     ids_file = d / "ids.txt"
     ids_file.write_text(" ".join(map(str, ref["ids"][: n_pos + 1])) + "\n")
     r = run([lctl, "eval", model, "--ids-file", ids_file, "--top1-out", d / "top1.txt",
-             "--logits-out", d / "logits.tsv", "--top-k", 5])
+             "--logits-out", d / "logits.tsv", "--top-k", 5]
+            + (["--exact"] if mode == "exact" else []))
     assert r.returncode == 0, r.stderr.decode()
     out = dict(line.split(": ", 1) for line in r.stdout.decode().splitlines() if ": " in line)
     print(f"\n{name}: {r.stdout.decode().strip()} | {r.stderr.decode().strip()}")
     rows = [line.split("\t") for line in (d / "logits.tsv").read_text().splitlines()]
     top5 = {int(row[0]): [(int(a), float(b)) for a, b in (c.split(":") for c in row[4:])]
             for row in rows}
-    return dict(name=name, ref=ref, model=model, n_pos=n_pos, out=out, top5=top5,
+    return dict(name=name, mode=mode, bars=BARS[mode], ref=ref, model=model, n_pos=n_pos,
+                out=out, top5=top5,
                 top1=[int(x) for x in (d / "top1.txt").read_text().split()])
 
 
@@ -87,8 +98,10 @@ def test_top1_agreement(evaluated):
           f"({agree_clear:.4f} over the {len(clear)} with a reference margin >= {NEAR_TIE}); "
           f"differ at {[(i, got[i], want[i], ref['margin'][i]) for i in diff]} "
           "(pos, ours, ref, ref top-1/top-2 margin)")
-    assert agree >= MIN_AGREE, (f"top-1 agreement {agree:.4f} < {MIN_AGREE} (differ at {diff}); "
-                                "see docs/accuracy.md")
+    bars = evaluated["bars"]
+    assert agree >= bars["agree"], (f"{evaluated['mode']}: top-1 agreement {agree:.4f} < "
+                                    f"{bars['agree']} (differ at {diff}); see docs/accuracy.md")
+    assert agree_clear >= bars["agree_clear"]
 
 
 def test_perplexity(evaluated):
@@ -103,8 +116,9 @@ def test_perplexity(evaluated):
     rel = abs(ppl - want) / want
     print(f"{evaluated['name']}: perplexity {ppl:.4f} vs transformers {want:.4f} "
           f"(rel. diff {rel:.2e}) over {n} positions")
-    assert rel <= MAX_PPL_REL, (f"perplexity {ppl} vs reference {want}: rel. diff {rel:.3%}; "
-                                "see docs/accuracy.md")
+    assert rel <= evaluated["bars"]["ppl"], (
+        f"{evaluated['mode']}: perplexity {ppl} vs reference {want}: rel. diff {rel:.3%}; "
+        "see docs/accuracy.md")
 
 
 def test_top5_logits(evaluated):
@@ -126,17 +140,19 @@ def test_top5_logits(evaluated):
     assert worst <= TOP5_LOGIT_TOL
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("name", NAMES)
-def test_greedy(lctl, models_dir, name):
+def test_greedy(lctl, models_dir, name, mode):
     ref = _ref(name)
     model = _model_path(models_dir, ref)
     g = ref["greedy"]
     want = g["tokens"]
     # compare up to and including the first near-tie (either token is right there; later
     # tokens would continue a different text)
-    n_cmp = next((k + 1 for k, m in enumerate(g["margin"]) if m < TIE), len(want))
+    tie = BARS[mode]["tie"]
+    n_cmp = next((k + 1 for k, m in enumerate(g["margin"]) if m < tie), len(want))
     r = run([lctl, "run", model, "--ids", ",".join(map(str, g["prompt_ids"])), "-n", n_cmp,
-             "--temp", 0, "--print-ids", "--ignore-eos"])
+             "--temp", 0, "--print-ids", "--ignore-eos"] + (["--exact"] if mode == "exact" else []))
     assert r.returncode == 0, r.stderr.decode()
     got = [int(x) for x in r.stdout.split()]
     print(f"{name}: greedy {got} | {r.stderr.decode().strip()}")

@@ -42,6 +42,8 @@ static void eval_usage(FILE *f) {
             "  -b, --batch-size N  tokens per forward pass (default min(window, 128))\n"
             "  -t, --threads N     compute threads (default: online CPUs)\n"
             "  --kv-f16            half-precision KV cache\n"
+            "  --exact             float activations in every matmul (slower; matches a\n"
+            "                      float reference such as transformers, docs/accuracy.md)\n"
             "  --tokenizer PATH    tokenizer for --file (default: the GGUF's own)\n"
             "  --top1-out FILE     write the top-1 (argmax) id of every scored position, one\n"
             "                      per line\n"
@@ -125,7 +127,7 @@ int lctl_eval(int argc, char **argv) {
     const char *model_path = NULL, *text_path = NULL, *ids_path = NULL, *tok_path = NULL;
     const char *top1_path = NULL, *logits_path = NULL;
     long        n_tokens = 0, n_ctx = 0, n_batch = 0, n_threads = 0, top_k = 5;
-    bool        kv_f16 = false;
+    bool        kv_f16 = false, exact = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *val = i + 1 < argc ? argv[i + 1] : NULL;
@@ -173,6 +175,8 @@ int lctl_eval(int argc, char **argv) {
             INT(1, EVAL_MAX_TOPK, top_k);
         } else if (!strcmp(a, "--kv-f16")) {
             kv_f16 = true;
+        } else if (!strcmp(a, "--exact")) {
+            exact = true;
         } else if (a[0] == '-') {
             fprintf(stderr, "lctl eval: unknown option '%s'\n\n", a);
             eval_usage(stderr);
@@ -262,6 +266,7 @@ int lctl_eval(int argc, char **argv) {
     cp.logits_all = true;
     if (kv_f16)
         cp.kv_dtype = TM_DTYPE_F16;
+    cp.exact_matmul = exact;
     if (tm_ctx_init(model, &cp, &ctx) != TM_OK) {
         fprintf(stderr, "lctl eval: %s\n", tm_last_error());
         goto done;

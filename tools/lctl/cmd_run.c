@@ -43,6 +43,8 @@ static void run_usage(FILE *f) {
             "                         built-in one chosen by the file\n"
             "  --print-ids            print generated token ids instead of text\n"
             "  --kv-f16               half-precision KV cache\n"
+            "  --exact                float activations in every matmul (slower; matches a\n"
+            "                         float reference such as transformers, docs/accuracy.md)\n"
             "  --ignore-eos           keep generating past end-of-sequence\n"
             "  -h, --help             this text\n");
 }
@@ -95,7 +97,7 @@ int lctl_run(int argc, char **argv) {
     const char       *model_path = NULL, *prompt = NULL, *ids_arg = NULL, *tok_path = NULL;
     const char       *recipe = NULL;
     double            n_predict = 128, n_threads = 0, n_ctx = 0, v;
-    bool              print_ids = false, kv_f16 = false, ignore_eos = false;
+    bool              print_ids = false, kv_f16 = false, exact = false, ignore_eos = false;
     tm_sampler_params sp = tm_sampler_params_default();
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -157,6 +159,8 @@ int lctl_run(int argc, char **argv) {
             print_ids = true;
         } else if (!strcmp(a, "--kv-f16")) {
             kv_f16 = true;
+        } else if (!strcmp(a, "--exact")) {
+            exact = true;
         } else if (!strcmp(a, "--ignore-eos")) {
             ignore_eos = true;
         } else if (a[0] == '-') {
@@ -242,6 +246,7 @@ int lctl_run(int argc, char **argv) {
     }
     if (kv_f16)
         cp.kv_dtype = TM_DTYPE_F16;
+    cp.exact_matmul = exact;
     if (tm_ctx_init(model, &cp, &ctx) != TM_OK ||
         tm_sampler_init(&sp, hp->n_vocab, &smp) != TM_OK) {
         fprintf(stderr, "lctl run: %s\n", tm_last_error());

@@ -40,9 +40,11 @@ static atomic_bool mm_use_ref = false;
 
 void tm__cpu_set_use_ref(bool on) { atomic_store_explicit(&mm_use_ref, on, memory_order_relaxed); }
 
-/* The activation kind mul_mat uses for w, or NONE for the dequantize path. */
-static tm_cpu_vec_kind mm_vec_kind(const tm_tensor *w) {
-    if (atomic_load_explicit(&mm_use_ref, memory_order_relaxed))
+/* The activation kind mul_mat uses for dst's weights, or NONE for the dequantize path
+ * (also taken for exact nodes, ip[0] = 1, whose activations must stay f32). */
+static tm_cpu_vec_kind mm_vec_kind(const tm_tensor *dst) {
+    const tm_tensor *w = dst->src[0];
+    if (atomic_load_explicit(&mm_use_ref, memory_order_relaxed) || dst->ip[0] == 1)
         return TM_CPU_VEC_NONE;
     tm_cpu_vec_kind k = tm__cpu_vec_kind(w->dtype);
     if ((k == TM_CPU_VEC_Q8_32 && w->ne[0] % TM_QK32 != 0) ||
@@ -154,7 +156,7 @@ static float mm_dot_ref(const float *a, const float *b, int64_t n) {
 
 void tm__cpu_mul_mat(const tm_tensor *dst, int ith, int nth, void *scratch) {
     const tm_tensor      *w = dst->src[0], *x = dst->src[1];
-    const tm_cpu_vec_kind kind = mm_vec_kind(w);
+    const tm_cpu_vec_kind kind = mm_vec_kind(dst);
     if (kind != TM_CPU_VEC_NONE) {
         mm_mul_mat_dot(dst, kind, ith, nth, scratch);
         return;
