@@ -103,7 +103,7 @@ void tm_kvcache_seq_register(tm_kvcache *kv, int32_t seq, const int32_t *tokens,
 /* For an empty seq: attaches the longest run of cached full blocks that equals
  * the start of tokens[0 .. n) and returns the positions attached (a multiple of
  * block_size, <= n); 0 when seq is not empty or nothing matches. */
-int32_t tm_kvcache_seq_attach_prefix(tm_kvcache *kv, int32_t seq, const int32_t *tokens,
-                                     int32_t n, uint64_t salt);
+int32_t tm_kvcache_seq_attach_prefix(tm_kvcache *kv, int32_t seq, const int32_t *tokens, int32_t n,
+                                     uint64_t salt);
 
 #endif /* TM_KVCACHE_H */

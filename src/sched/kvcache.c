@@ -177,8 +177,8 @@ tm_status tm_kvcache_seq_truncate(tm_kvcache *kv, int32_t seq, int32_t n, int32_
                                   int32_t *cow_dst) {
     *cow_src = *cow_dst = -1;
     if (!kv_seq_ok(kv, seq) || n < 0 || n > kv->len[seq])
-        return tm_fail(TM_ERR_INVALID, "truncate: %d positions requested, sequence %d holds %d",
-                       n, seq, tm_kvcache_seq_len(kv, seq));
+        return tm_fail(TM_ERR_INVALID, "truncate: %d positions requested, sequence %d holds %d", n,
+                       seq, tm_kvcache_seq_len(kv, seq));
     int32_t      *tab = kv_table(kv, seq);
     const int32_t bs = kv->p.block_size, keep = kv_n_blk(kv, n);
     if (n % bs != 0) {

@@ -21,17 +21,17 @@ typedef struct kv_block {
 
 struct tm_kvcache {
     tm_kvcache_params p;
-    int32_t           max_blk; /* blocks per sequence table */
-    kv_block         *blocks;  /* [n_blocks] */
-    int32_t          *tokens;  /* [n_blocks * block_size]: tokens of hashed blocks */
+    int32_t           max_blk;    /* blocks per sequence table */
+    kv_block         *blocks;     /* [n_blocks] */
+    int32_t          *tokens;     /* [n_blocks * block_size]: tokens of hashed blocks */
     int32_t          *free_stack; /* [n_blocks] free (unhashed, ref 0) block ids */
     int32_t           n_free;
     int32_t           lru_head, lru_tail; /* oldest .. newest cached unreferenced block */
     int32_t           n_lru;
-    int32_t          *buckets; /* [n_buckets] head block ids, -1 = empty */
+    int32_t          *buckets;   /* [n_buckets] head block ids, -1 = empty */
     int32_t           n_buckets; /* power of two */
-    int32_t          *tables;  /* [n_seq_max * max_blk] physical block ids, -1 = none */
-    int32_t          *len;     /* [n_seq_max] positions held */
+    int32_t          *tables;    /* [n_seq_max * max_blk] physical block ids, -1 = none */
+    int32_t          *len;       /* [n_seq_max] positions held */
 };
 
 /* prefix_cache.c */

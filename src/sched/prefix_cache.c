@@ -107,8 +107,8 @@ void tm_kvcache_seq_register(tm_kvcache *kv, int32_t seq, const int32_t *tokens,
     }
 }
 
-int32_t tm_kvcache_seq_attach_prefix(tm_kvcache *kv, int32_t seq, const int32_t *tokens,
-                                     int32_t n, uint64_t salt) {
+int32_t tm_kvcache_seq_attach_prefix(tm_kvcache *kv, int32_t seq, const int32_t *tokens, int32_t n,
+                                     uint64_t salt) {
     if (seq < 0 || seq >= kv->p.n_seq_max || kv->len[seq] != 0 || n <= 0)
         return 0;
     const int32_t bs = kv->p.block_size;

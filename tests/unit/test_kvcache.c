@@ -178,8 +178,8 @@ TEST(random_churn_keeps_accounting) {
         default: {
             int32_t src = (s + 2) % NS;
             if (len == 0) {
-                int32_t n = tm_kvcache_seq_attach_prefix(kv, s, toks[src],
-                                                         tm_kvcache_seq_len(kv, src), 0);
+                int32_t n =
+                    tm_kvcache_seq_attach_prefix(kv, s, toks[src], tm_kvcache_seq_len(kv, src), 0);
                 memcpy(toks[s], toks[src], (size_t)n * sizeof(int32_t));
             }
             break;

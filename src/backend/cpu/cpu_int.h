@@ -45,7 +45,7 @@ void tm__cpu_attn(const tm_tensor *dst, int ith, int nth, void *scratch);
 
 size_t tm__cpu_mul_mat_scratch(const tm_tensor *dst);
 /* true: every mul_mat takes the dequantize-to-float reference path (tests). */
-void tm__cpu_set_use_ref(bool on);
+void   tm__cpu_set_use_ref(bool on);
 size_t tm__cpu_attn_scratch(const tm_tensor *dst);
 
 /* Rows [*r0, *r1) of n for thread ith of nth. */

@@ -85,11 +85,11 @@ void tm__cpu_attn(const tm_tensor *dst, int ith, int nth, void *scratch) {
         const int64_t t = r / nh, h = r % nh, g = h / group;
         const float  *qr =
             (const float *)((char *)q->data + (size_t)t * q->nb[2] + (size_t)h * q->nb[1]);
-        const int64_t hi = bidir ? pos[T - 1] : pos[t];
-        const int64_t lo = (swa > 0 && hi - swa + 1 > 0) ? hi - swa + 1 : 0;
-        const int32_t *bt = tab != NULL ? (const int32_t *)((const char *)tab->data +
-                                                            (size_t)t * tab->nb[1])
-                                        : NULL;
+        const int64_t  hi = bidir ? pos[T - 1] : pos[t];
+        const int64_t  lo = (swa > 0 && hi - swa + 1 > 0) ? hi - swa + 1 : 0;
+        const int32_t *bt =
+            tab != NULL ? (const int32_t *)((const char *)tab->data + (size_t)t * tab->nb[1])
+                        : NULL;
         TM_ASSERT(hi < n_pos);
         float mx = -INFINITY;
         for (int64_t j = lo; j <= hi; j++) {
