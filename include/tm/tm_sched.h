@@ -47,13 +47,13 @@ typedef struct tm_sched_params {
     int32_t             n_ctx;      /* positions per sequence; 0 = min(n_ctx_train, 2048) */
     int32_t             n_batch;    /* token budget of one step (decodes + prefill chunks);
                                        default 128; raised to n_parallel if smaller */
-    int32_t             n_threads;  /* compute threads; 0 = online CPUs */
-    int32_t             max_queue;  /* waiting requests before submit says FULL; default 64 */
-    tm_sched_wakeup_fn  wakeup;     /* optional: new output for some request */
-    void               *wakeup_user;
+    int32_t            n_threads;   /* compute threads; 0 = online CPUs */
+    int32_t            max_queue;   /* waiting requests before submit says FULL; default 64 */
+    tm_sched_wakeup_fn wakeup;      /* optional: new output for some request */
+    void              *wakeup_user;
     /* KV pool (paged, shared by all sequences; docs/scheduler.md) */
-    int32_t n_kv_blocks;   /* blocks; 0 = n_parallel * ceil(n_ctx / kv_block_size) */
-    int32_t kv_block_size; /* positions per block, a power of two; 0 = 16 */
+    int32_t n_kv_blocks;     /* blocks; 0 = n_parallel * ceil(n_ctx / kv_block_size) */
+    int32_t kv_block_size;   /* positions per block, a power of two; 0 = 16 */
     bool    no_prefix_cache; /* true: never reuse cached prompt blocks */
 } tm_sched_params;
 
@@ -117,6 +117,8 @@ typedef struct tm_sched_stats {
     uint64_t prefix_hits;          /* requests that reused at least one cached block */
     uint64_t prefix_cached_tokens; /* prompt tokens reused instead of prefilled */
     uint64_t n_batch_tokens;       /* tokens run through the model (all steps) */
+    uint64_t n_split_steps;        /* steps whose batch exceeded the context's scratch
+                                      (TM_ERR_FULL) and ran in halves instead */
 } tm_sched_stats;
 
 /* Creates the contexts and starts the scheduler thread. *out stays NULL on failure. */

@@ -68,15 +68,15 @@ struct tm_sched_req {
 };
 
 typedef struct sched_slot {
-    tm_detokenizer *detok; /* NULL without a tokenizer */
-    tm_sampler     *smp;   /* per request */
-    tm_sched_req   *req;   /* NULL when free */
+    tm_detokenizer *detok;       /* NULL without a tokenizer */
+    tm_sampler     *smp;         /* per request */
+    tm_sched_req   *req;         /* NULL when free */
     int32_t         n_prefilled; /* prompt positions in the KV cache (cached ones included) */
     int32_t         n_gen;
-    int32_t         last; /* last sampled token, decoded next step */
-    int32_t         chunk; /* prompt tokens in this step's batch */
+    int32_t         last;     /* last sampled token, decoded next step */
+    int32_t         chunk;    /* prompt tokens in this step's batch */
     uint64_t        admitted; /* admission order (older first when the pool is short) */
-    char           *hold; /* text held back while it may start a stop string */
+    char           *hold;     /* text held back while it may start a stop string */
     size_t          hold_len, hold_cap;
     char           *emit; /* text to publish this step */
     size_t          emit_len, emit_cap;
@@ -88,10 +88,10 @@ struct tm_sched {
     int32_t         n_ctx;
     int32_t         n_vocab;
     int32_t         eos_id;
-    tm_ctx         *ctx;    /* n_seq_max = n_parallel; sequence i belongs to slots[i] */
-    tm_kvcache     *kv;     /* ctx's block manager */
-    sched_slot     *slots;  /* p.n_parallel */
-    int32_t         n_cap;  /* tokens per batch (ctx n_batch) */
+    tm_ctx         *ctx;           /* n_seq_max = n_parallel; sequence i belongs to slots[i] */
+    tm_kvcache     *kv;            /* ctx's block manager */
+    sched_slot     *slots;         /* p.n_parallel */
+    int32_t         n_cap;         /* tokens per batch (ctx n_batch) */
     int32_t        *b_tok, *b_seq; /* [n_cap] the step's batch */
     bool           *b_want;        /* [n_cap] */
     int32_t        *b_out;         /* [n_parallel] slot of each logits row */
@@ -439,6 +439,44 @@ static void slot_sample(tm_sched *s, sched_slot *sl, const float *logits, double
         sl->finish = TM_FINISH_LENGTH;
 }
 
+/* Runs tokens [a, e) of the step's batch (whole sequences' segments) and
+ * samples the sequences that got logits; on a scratch shortfall it halves the
+ * range at a segment boundary. A single segment that still fails ends its
+ * request with an error. */
+static void sched_run_split(tm_sched *s, int32_t a, int32_t e) {
+    tm_batch  b = {.n_tokens = e - a,
+                   .token = s->b_tok + a,
+                   .seq_id = s->b_seq + a,
+                   .want_logits = s->b_want + a};
+    tm_status st = tm_ctx_decode_batch(s->ctx, &b);
+    if (st == TM_OK) {
+        const double now = sched_now();
+        for (int32_t i = a, k = 0; i < e; i++)
+            if (s->b_want[i])
+                slot_sample(s, &s->slots[s->b_seq[i]], tm_ctx_logits(s->ctx, k++), now);
+        return;
+    }
+    /* the segment boundary nearest the middle: a < m < e, b_seq[m - 1] != b_seq[m] */
+    int32_t m = -1;
+    if (st == TM_ERR_FULL) {
+        const int32_t mid = a + (e - a) / 2;
+        for (int32_t d = 0; m < 0 && (mid - d > a || mid + d < e); d++) {
+            if (mid - d > a && s->b_seq[mid - d - 1] != s->b_seq[mid - d])
+                m = mid - d;
+            else if (mid + d < e && mid + d > a && s->b_seq[mid + d - 1] != s->b_seq[mid + d])
+                m = mid + d;
+        }
+    }
+    if (m < 0) { /* one segment that cannot run: its request ends with the error */
+        sched_slot *sl = &s->slots[s->b_seq[a]];
+        if (sl->req != NULL)
+            slot_retire(s, sl, TM_FINISH_ERROR, tm_last_error());
+        return;
+    }
+    sched_run_split(s, a, m);
+    sched_run_split(s, m, e);
+}
+
 /* Builds one batch of every generating sequence's next token and prefill
  * chunks, runs it, and samples the sequences that got logits. */
 static void sched_run_step(tm_sched *s) {
@@ -516,7 +554,18 @@ static void sched_run_step(tm_sched *s) {
     }
     tm_batch  b = {.n_tokens = n, .token = s->b_tok, .seq_id = s->b_seq, .want_logits = s->b_want};
     tm_status st = tm_ctx_decode_batch(s->ctx, &b);
-    if (st != TM_OK) {
+    bool      split = false;
+    if (st == TM_ERR_FULL) {
+        /* The context reserved its scratch by measuring a few batch shapes, and a
+         * batch of another shape can need more (the plan's peak is not monotone
+         * in the shape; see docs/scheduler.md). decode_batch changed nothing: run
+         * the batch again in halves, split at sequence boundaries. */
+        split = true;
+        pthread_mutex_lock(&s->mu);
+        s->stats.n_split_steps++;
+        pthread_mutex_unlock(&s->mu);
+        sched_run_split(s, 0, n);
+    } else if (st != TM_OK) {
         for (int32_t i = 0; i < n; i++) {
             sched_slot *sl = &s->slots[s->b_seq[i]];
             if (sl->req != NULL && (i == 0 || s->b_seq[i - 1] != s->b_seq[i]))
@@ -538,6 +587,8 @@ static void sched_run_step(tm_sched *s) {
     s->stats.prompt_tokens += n_prompt_tok;
     s->stats.n_batch_tokens += (uint64_t)n;
     pthread_mutex_unlock(&s->mu);
+    if (split) /* sampled by sched_run_split */
+        return;
     const double now = sched_now();
     for (int32_t k = 0; k < n_out; k++)
         slot_sample(s, &s->slots[s->b_out[k]], tm_ctx_logits(s->ctx, k), now);
@@ -641,8 +692,9 @@ static void *sched_main(void *arg) {
                 if (st == TM_ERR_FULL && n_run > 0)
                     break; /* the pool is short: wait for running sequences to finish */
                 if (st == TM_ERR_FULL)
-                    st = tm_fail(TM_ERR_FULL, "sched: the KV pool (%d blocks) cannot hold a "
-                                              "prompt of %d tokens",
+                    st = tm_fail(TM_ERR_FULL,
+                                 "sched: the KV pool (%d blocks) cannot hold a "
+                                 "prompt of %d tokens",
                                  tm_kvcache_n_blocks(s->kv), r->n_prompt);
                 else if (st == TM_OK) {
                     n_run++;

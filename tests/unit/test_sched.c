@@ -324,8 +324,8 @@ static int32_t story_prompt(int k, int32_t *ids) {
 /* 32 concurrent greedy streams through one batch per step produce exactly what
  * each request produces alone; every KV block is back afterwards. */
 TEST(batching_does_not_change_answers) {
-    story_fx  alone, many;
-    int       rc = story_init(&alone, 1, 16, 0, true);
+    story_fx alone, many;
+    int      rc = story_init(&alone, 1, 16, 0, true);
     if (rc == 1) {
         printf("  SKIPPED: ../shared/data is absent\n");
         return;
@@ -471,6 +471,68 @@ TEST(block_accounting_under_churn) {
     printf("  %d finished, %d cancelled, %llu prefix hits\n", n_len, n_cancel,
            (unsigned long long)st.prefix_hits);
     story_free(&f);
+}
+
+/* Regression: 32 concurrent ignore_eos requests on a model whose logits rows
+ * dominate the scratch (llama-2-tiny-random: vocab 32000, n_embd 16). The batch
+ * of 32 decode tokens needs more scratch than the context measured at init, so
+ * tm_ctx_decode_batch says TM_ERR_FULL; the scheduler used to end every
+ * sequence of that batch with an error after a few tokens (the server showed ~3
+ * tokens per stream). Now the step runs in halves and every request gets all
+ * its max_tokens. */
+TEST(every_request_gets_max_tokens_at_32_streams) {
+    const char *dir = tm_test_shared_data();
+    if (dir == NULL) {
+        printf("  SKIPPED: ../shared/data is absent\n");
+        return;
+    }
+    char path[4200];
+    snprintf(path, sizeof path, "%s/llama-2-tiny-random.gguf", dir);
+    waker w;
+    pthread_mutex_init(&w.mu, NULL);
+    pthread_cond_init(&w.cv, NULL);
+    w.n = 0;
+    tm_model       *model = NULL;
+    tm_model_params mp = tm_model_params_default();
+    mp.path = path;
+    ASSERT_OK(tm_model_load(&mp, &model));
+    tm_sched_params sp = tm_sched_params_default();
+    sp.model = model;
+    sp.n_parallel = 32;
+    sp.n_ctx = 64;
+    sp.n_batch = 32; /* == n_parallel: the all-decode batch is the big shape */
+    sp.n_threads = 2;
+    sp.wakeup = on_wakeup;
+    sp.wakeup_user = &w;
+    tm_sched *s = NULL;
+    ASSERT_OK(tm_sched_init(&sp, &s));
+    enum { N = 32, GEN = 20 };
+    tm_sched_req *reqs[N];
+    for (int k = 0; k < N; k++) {
+        int32_t       ids[8] = {1, 100 + k, 200 + k, 300, 400 + 2 * k, 5, 6, 7};
+        tm_gen_params g = greedy(GEN);
+        ASSERT_OK(tm_sched_req_init(&g, ids, 3 + k % 6, &reqs[k]));
+        ASSERT_OK(tm_sched_submit(s, reqs[k]));
+    }
+    int n_ok = 0;
+    for (int k = 0; k < N; k++) {
+        tm_sched_out o = wait_done(&w, reqs[k]);
+        EXPECT_EQ_INT(o.finish, TM_FINISH_LENGTH);
+        EXPECT_EQ_INT(o.n_completion, GEN);
+        n_ok += o.finish == TM_FINISH_LENGTH && o.n_completion == GEN;
+        tm_sched_req_release(reqs[k]);
+    }
+    EXPECT_EQ_INT(n_ok, N);
+    tm_sched_stats st;
+    tm_sched_get_stats(s, &st);
+    EXPECT_EQ_INT(st.kv_blocks_free, st.kv_blocks_total);
+    EXPECT_EQ_INT((int)st.generation_tokens, N * GEN);
+    printf("  %d x %d tokens, %llu of %llu steps split\n", N, GEN,
+           (unsigned long long)st.n_split_steps, (unsigned long long)st.n_steps);
+    tm_sched_free(s);
+    tm_model_free(model);
+    pthread_cond_destroy(&w.cv);
+    pthread_mutex_destroy(&w.mu);
 }
 
 TM_TEST_MAIN()
