@@ -20,6 +20,8 @@ live on different machines here:
 
     python scripts/gen_golden.py hf   --out /tmp/golden_npz
     python scripts/gen_golden.py gguf --npz /tmp/golden_npz --out tests/golden/models
+    (--only llama256 in both stages: just that family, e.g. with a newer transformers
+    that would otherwise rewrite every fixture)
     python scripts/gen_golden.py embed --model models/all-MiniLM-L6-v2 \
         --out tests/golden/minilm_embeddings.json    (MiniLM sentence embeddings)
 
@@ -66,6 +68,10 @@ FAMILIES = {
                          "high_freq_factor": 4.0, "original_max_position_embeddings": 64},
     }),
     "qwen2": ("Qwen2Config", {"rope_theta": 1000000.0}),
+    # rows of 256 so that Q4_K and the other K formats quantize every matrix
+    # (tests/py/test_quant_golden.py); one layer keeps the file at 2 MB
+    "llama256": ("LlamaConfig", {"rope_theta": 10000.0, "hidden_size": 256,
+                                 "intermediate_size": 256, "num_hidden_layers": 1}),
     "qwen3": ("Qwen3Config", {"rope_theta": 1000000.0, "head_dim": 32}),
     "gemma3": ("Gemma3TextConfig", {
         "rope_theta": 1000000.0, "rope_local_base_freq": 10000.0, "head_dim": 32,
@@ -197,13 +203,15 @@ def stage_hf_bert(hf_dir):
     print("bert ok")
 
 
-def stage_hf(out_dir, hf_dir=None):
+def stage_hf(out_dir, hf_dir=None, only=None):
     import torch
     import transformers
 
     torch.set_num_threads(4)
     os.makedirs(out_dir, exist_ok=True)
     for family in list(FAMILIES) + (list(HF_ONLY_FAMILIES) if hf_dir else []):
+        if only and family not in only:
+            continue
         torch.manual_seed(SEED)
         cfg = make_config(transformers, family)
         cfg._attn_implementation = "eager"
@@ -259,7 +267,7 @@ def stage_hf(out_dir, hf_dir=None):
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
         np.savez(os.path.join(out_dir, f"{family}.npz"), **arrays)
         print(family, "ok; min top-2 margin", meta["min_top2_margin"], "greedy", greedy[0])
-    if hf_dir is not None:
+    if hf_dir is not None and not only:
         stage_hf_bert(hf_dir)
 
 
@@ -308,11 +316,13 @@ def llama3_freq_factors(theta, head_dim, sc):
     return np.array(out, dtype=np.float32)
 
 
-def stage_gguf(npz_dir, out_dir):
+def stage_gguf(npz_dir, out_dir, only=None):
     import gguf
 
     os.makedirs(out_dir, exist_ok=True)
     for family in FAMILIES:
+        if only and family not in only:
+            continue
         path = os.path.join(npz_dir, f"{family}.npz")
         if not os.path.exists(path):
             print(f"{family}: {path} missing, skipped", file=sys.stderr)
@@ -320,7 +330,7 @@ def stage_gguf(npz_dir, out_dir):
         z = np.load(path)
         meta = json.loads(bytes(z["meta"]).decode())
         cfg = meta["config"]
-        arch = {"llama3": "llama"}.get(family, family)
+        arch = {"llama3": "llama", "llama256": "llama"}.get(family, family)
         n_head, n_kv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
         head_dim = cfg.get("head_dim") or cfg["hidden_size"] // n_head
         w = gguf.GGUFWriter(os.path.join(out_dir, f"{family}.gguf"), arch)
@@ -460,13 +470,15 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--npz", default=None)
     ap.add_argument("--hf-dir", default=None, help="stage hf: also save HF folders here")
+    ap.add_argument("--only", default=None, help="comma-separated families (default: all)")
     a = ap.parse_args()
+    only = set(a.only.split(",")) if a.only else None
     if a.stage == "embed":
         stage_embed(a.model, a.out)
     elif a.stage == "hf":
-        stage_hf(a.out, a.hf_dir)
+        stage_hf(a.out, a.hf_dir, only)
     else:
-        stage_gguf(a.npz, a.out)
+        stage_gguf(a.npz, a.out, only)
 
 
 if __name__ == "__main__":
