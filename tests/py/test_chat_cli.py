@@ -50,6 +50,6 @@ def test_chat_two_turns_reuse_the_cache(lctl, model):
 
 def test_chat_usage_errors(lctl, model, tmp_path):
     assert run([lctl, "chat", "--help"]).returncode == 0
-    assert run([lctl, "chat"]).returncode == 2
+    assert run([lctl, "chat", "--no-such-flag"]).returncode == 2
     r = run([lctl, "chat", model, "--builtin", "nope"], input=b"hi\n")
     assert r.returncode == 1 and b"nope" in r.stderr
