@@ -197,19 +197,31 @@ tm_status tm_ctx_init(const tm_model *model, const tm_ctx_params *params, tm_ctx
     if ((st = tm_graph_init(tm__graph_capacity(model), &c->graph)) != TM_OK)
         goto fail;
 
-    /* measure: the largest batch with the most and the fewest logits rows, a batch
-     * of one token per sequence, and a single token */
+    /* measure: every batch size that is a power of two, plus n_seq_b and n_batch, each
+     * with one logits row (as the last-token view and as a gathered row) and with as
+     * many rows as it may return. The planner's first fit is not monotonic in the
+     * batch size, so a sweep (not only the largest shape) bounds the scratch; the
+     * scheduler still splits a batch that would not fit (TM_ERR_FULL). */
     size_t  need = 0, kscratch = 0;
     int32_t n_seq_b = p.n_seq_max < p.n_batch ? p.n_seq_max : p.n_batch;
-    int32_t shapes[4][2] = {{p.n_batch, c->n_out_max}, {p.n_batch, 1}, {n_seq_b, n_seq_b}, {1, 1}};
-    for (int i = 0; i < 4; i++) {
-        tm_tensor *lg;
-        int32_t    n_out = shapes[i][1] < shapes[i][0] ? shapes[i][1] : shapes[i][0];
-        ctx_build(c, shapes[i][0], n_out, n_out == shapes[i][0] ? NULL : c->out_ids, &lg);
-        size_t s = tm_graph_plan(c->graph);
-        need = s > need ? s : need;
-        s = tm__cpu_graph_scratch_bytes(c->graph);
-        kscratch = s > kscratch ? s : kscratch;
+    for (int32_t i = 0; i < c->n_out_max; i++)
+        c->out_ids[i] = i; /* any valid rows: only the shapes matter here */
+    for (int32_t nt = 1;; nt = nt * 2 > p.n_batch ? p.n_batch : nt * 2) {
+        for (int32_t pass = 0; pass < 2; pass++) {
+            const int32_t t = pass == 0 ? nt : (n_seq_b < nt ? n_seq_b : nt);
+            const int32_t most = t < c->n_out_max ? t : c->n_out_max;
+            const int32_t outs[3][2] = {{1, 0}, {1, 1}, {most, 1}}; /* n_out, gathered */
+            for (int k = 0; k < 3; k++) {
+                tm_tensor *lg;
+                ctx_build(c, t, outs[k][0], outs[k][1] ? c->out_ids : NULL, &lg);
+                size_t sz = tm_graph_plan(c->graph);
+                need = sz > need ? sz : need;
+                sz = tm__cpu_graph_scratch_bytes(c->graph);
+                kscratch = sz > kscratch ? sz : kscratch;
+            }
+        }
+        if (nt == p.n_batch)
+            break;
     }
     c->scratch_bytes = need;
     c->scratch = tm_malloc(need > 0 ? need : 1);
