@@ -2,7 +2,8 @@
  * tm_sampler.h - choose the next token from logits: penalties, temperature,
  * top-k, top-p, min-p, then a seeded draw (or greedy).
  *
- * Order (llama.cpp's default chain): repetition / presence / frequency
+ * Order (llama.cpp's default chain): logit bias (OpenAI logit_bias, added to
+ * the raw logits), then repetition / presence / frequency
  * penalties over the last penalty_last_n accepted tokens, then temperature;
  * temp <= 0 is greedy (argmax, lowest id on ties). Otherwise top-k, softmax,
  * top-p (smallest set with cumulative probability >= top_p), min-p (drop tokens
@@ -38,7 +39,14 @@ typedef struct tm_sampler_params {
     float    frequency_penalty; /* subtracted per occurrence. Default 0 */
     int32_t  penalty_last_n;    /* history window for penalties. Default 64 */
     uint64_t seed;              /* RNG seed. Default 0x5eed */
+    /* logit_bias: bias[i] is added to the logit of token bias_id[i] before the
+     * penalties. Borrowed; tm_sampler_init copies them. Default none. */
+    const int32_t *bias_id;
+    const float   *bias;
+    int32_t        n_bias;
 } tm_sampler_params;
+
+#define TM_SAMPLER_MAX_LOGPROBS 20 /* alternatives per position (OpenAI top_logprobs) */
 
 tm_sampler_params tm_sampler_params_default(void);
 
@@ -51,5 +59,12 @@ int32_t tm_sampler_sample(tm_sampler *s, const float *logits);
 void tm_sampler_accept(tm_sampler *s, int32_t token);
 /* Forgets the history and re-seeds the RNG. */
 void tm_sampler_reset(tm_sampler *s);
+
+/* Log-probabilities under the model's own distribution: log-softmax of the raw
+ * logits (no bias, penalties or temperature). *token_lp gets token's; top_id
+ * and top_lp get the k (<= TM_SAMPLER_MAX_LOGPROBS) most likely tokens,
+ * descending (ties: lower id first). Pure; never allocates; any thread. */
+void tm_sampler_logprobs(const float *logits, int32_t n_vocab, int32_t token, int32_t k,
+                         float *token_lp, int32_t *top_id, float *top_lp);
 
 #endif /* TM_SAMPLER_H */

@@ -67,6 +67,11 @@ typedef struct tm_gen_params {
     bool              ignore_eos;
     const char       *stop[TM_SCHED_MAX_STOP]; /* NUL-terminated; copied by req_init */
     int32_t           n_stop;
+    /* -1 (default): no log-probabilities. 0..TM_SAMPLER_MAX_LOGPROBS: each
+     * generated token's log-probability under the raw logits plus that many
+     * most likely alternatives (tm_sched_out.logprobs). sampler.bias_id/bias
+     * (logit_bias) are copied by req_init. */
+    int32_t n_logprobs;
 } tm_gen_params;
 
 tm_gen_params tm_gen_params_default(void);
@@ -79,17 +84,33 @@ typedef enum tm_finish {
     TM_FINISH_ERROR = 4,     /* a decode failed; see tm_sched_out.error */
 } tm_finish;
 
+/* One generated token's log-probabilities (log-softmax of the raw logits,
+ * before bias, penalties and temperature). The EOS that ends a sequence has
+ * none; tokens of a matched stop string do. */
+typedef struct tm_sched_logprob {
+    int32_t token;
+    float   logprob;
+    int32_t n_top; /* = the request's n_logprobs */
+    int32_t top_token[TM_SAMPLER_MAX_LOGPROBS];
+    float   top_logprob[TM_SAMPLER_MAX_LOGPROBS]; /* descending */
+} tm_sched_logprob;
+
 /* What tm_sched_req_poll hands over since the previous poll. */
 typedef struct tm_sched_out {
-    char     *text;         /* new UTF-8 bytes (NUL-terminated) or NULL; caller tm_free()s */
-    size_t    len;          /* bytes of text */
-    int32_t   n_prompt;     /* tokens of the prompt */
-    int32_t   n_completion; /* tokens generated so far (the stop string's tokens included) */
-    bool      started;      /* the first token was sampled (prefill is over) */
-    tm_finish finish;       /* TM_FINISH_NONE while running */
-    char      error[160];   /* message when finish == TM_FINISH_ERROR */
-    int32_t   n_cached;     /* prompt tokens served from the prefix cache, not prefilled
-                               (OpenAI usage.prompt_tokens_details.cached_tokens) */
+    char     *text;             /* new UTF-8 bytes (NUL-terminated) or NULL; caller tm_free()s */
+    size_t    len;              /* bytes of text */
+    int32_t   n_prompt;         /* tokens of the prompt */
+    int32_t   n_completion;     /* tokens generated so far (the stop string's tokens included) */
+    bool      started;          /* the first token was sampled (prefill is over) */
+    tm_finish finish;           /* TM_FINISH_NONE while running */
+    char      error[160];       /* message when finish == TM_FINISH_ERROR */
+    int32_t   n_cached;         /* prompt tokens served from the prefix cache, not prefilled
+                                   (OpenAI usage.prompt_tokens_details.cached_tokens) */
+    tm_sched_logprob *logprobs; /* n_logprobs >= 0: one per new token, or NULL; caller
+                                   tm_free()s. A token's record may come one poll before
+                                   its text (text held back for a stop string or an
+                                   incomplete UTF-8 sequence) */
+    int32_t n_logprobs;         /* records in logprobs */
 } tm_sched_out;
 
 /* Snapshot of the scheduler's counters (for /metrics). */

@@ -26,6 +26,7 @@ struct tm_sampler {
     int32_t           n_vocab;
     smp_cand         *cand;  /* [n_vocab] */
     int32_t          *count; /* [n_vocab] occurrences in the history window */
+    float            *bias;  /* [n_vocab] logit_bias, or NULL when none */
     int32_t          *hist;  /* ring of penalty_last_n tokens */
     int32_t           n_hist, hist_pos;
     uint64_t          rng[4];
@@ -81,11 +82,27 @@ tm_status tm_sampler_init(const tm_sampler_params *p, int32_t n_vocab, tm_sample
     if (p->penalty_last_n < 0 || p->penalty_last_n > (1 << 20) || !isfinite(p->temp) ||
         !(p->repeat_penalty > 0.0f) || !isfinite(p->top_p) || !isfinite(p->min_p))
         return tm_fail(TM_ERR_INVALID, "sampler: bad parameters");
+    if (p->n_bias < 0 || (p->n_bias > 0 && (p->bias_id == NULL || p->bias == NULL)))
+        return tm_fail(TM_ERR_INVALID, "sampler: bad logit bias");
+    for (int32_t i = 0; i < p->n_bias; i++)
+        if (p->bias_id[i] < 0 || p->bias_id[i] >= n_vocab || !isfinite(p->bias[i]))
+            return tm_fail(TM_ERR_INVALID, "sampler: logit bias for token %d", p->bias_id[i]);
     tm_sampler *s = tm_calloc(1, sizeof *s);
     if (s == NULL)
         return tm_fail(TM_ERR_NOMEM, "sampler");
     s->p = *p;
+    s->p.bias_id = NULL; /* borrowed pointers are not kept */
+    s->p.bias = NULL;
     s->n_vocab = n_vocab;
+    if (p->n_bias > 0) {
+        s->bias = tm_calloc((size_t)n_vocab, sizeof *s->bias);
+        if (s->bias == NULL) {
+            tm_free(s);
+            return tm_fail(TM_ERR_NOMEM, "sampler bias for %d tokens", n_vocab);
+        }
+        for (int32_t i = 0; i < p->n_bias; i++)
+            s->bias[p->bias_id[i]] += p->bias[i];
+    }
     s->cand = tm_calloc((size_t)n_vocab, sizeof *s->cand);
     s->count = tm_calloc((size_t)n_vocab, sizeof *s->count);
     s->hist = tm_calloc((size_t)(p->penalty_last_n > 0 ? p->penalty_last_n : 1), sizeof *s->hist);
@@ -103,6 +120,7 @@ void tm_sampler_free(tm_sampler *s) {
         return;
     tm_free(s->cand);
     tm_free(s->count);
+    tm_free(s->bias);
     tm_free(s->hist);
     tm_free(s);
 }
@@ -154,7 +172,7 @@ int32_t tm_sampler_sample(tm_sampler *s, const float *logits) {
     const int32_t            V = s->n_vocab;
     smp_cand                *c = s->cand;
     for (int32_t i = 0; i < V; i++) {
-        float l = logits[i];
+        float l = s->bias != NULL ? logits[i] + s->bias[i] : logits[i];
         if (s->count[i] > 0) {
             if (p->repeat_penalty != 1.0f)
                 l = l > 0 ? l / p->repeat_penalty : l * p->repeat_penalty;
@@ -209,4 +227,40 @@ int32_t tm_sampler_sample(tm_sampler *s, const float *logits) {
             return c[i].id;
     }
     return c[n - 1].id;
+}
+
+void tm_sampler_logprobs(const float *logits, int32_t n_vocab, int32_t token, int32_t k,
+                         float *token_lp, int32_t *top_id, float *top_lp) {
+    if (k > TM_SAMPLER_MAX_LOGPROBS)
+        k = TM_SAMPLER_MAX_LOGPROBS;
+    if (k > n_vocab)
+        k = n_vocab;
+    if (k < 0)
+        k = 0;
+    float mx = -INFINITY;
+    for (int32_t i = 0; i < n_vocab; i++)
+        if (logits[i] > mx)
+            mx = logits[i];
+    double sum = 0.0;
+    for (int32_t i = 0; i < n_vocab; i++)
+        sum += exp((double)logits[i] - (double)mx);
+    const double lse = (double)mx + log(sum);
+    *token_lp = (token >= 0 && token < n_vocab) ? (float)((double)logits[token] - lse) : -INFINITY;
+    /* bounded insertion of the k best (logit descending, id ascending) */
+    int32_t n = 0;
+    for (int32_t i = 0; i < n_vocab && k > 0; i++) {
+        const float l = isnan(logits[i]) ? -INFINITY : logits[i];
+        if (n == k && !(l > top_lp[k - 1]))
+            continue;
+        int32_t j = n < k ? n++ : k - 1;
+        while (j > 0 && l > top_lp[j - 1]) {
+            top_lp[j] = top_lp[j - 1];
+            top_id[j] = top_id[j - 1];
+            j--;
+        }
+        top_lp[j] = l;
+        top_id[j] = i;
+    }
+    for (int32_t j = 0; j < n; j++)
+        top_lp[j] = (float)((double)top_lp[j] - lse);
 }

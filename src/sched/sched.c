@@ -51,36 +51,42 @@ struct tm_sched_req {
     tm_gen_params        gen;       /* gen.stop[] point into stop[] below */
     char                *stop[TM_SCHED_MAX_STOP];
     size_t               stop_len[TM_SCHED_MAX_STOP];
+    int32_t             *bias_id; /* gen.sampler.bias_id/bias point here; owned */
+    float               *bias;
     int32_t             *prompt; /* n_prompt ids, owned */
     int32_t              n_prompt;
     double               t_submit_s; /* monotonic */
     void                *user;
 
     /* output, guarded by mu: scheduler appends, poller takes */
-    pthread_mutex_t mu;
-    char           *out;
-    size_t          out_len, out_cap;
-    int32_t         n_completion;
-    int32_t         n_cached; /* prompt tokens from the prefix cache */
-    bool            started;
-    tm_finish       finish;
-    char            error[160];
+    pthread_mutex_t   mu;
+    char             *out;
+    size_t            out_len, out_cap;
+    int32_t           n_completion;
+    int32_t           n_cached; /* prompt tokens from the prefix cache */
+    tm_sched_logprob *lp;       /* records not yet polled */
+    int32_t           n_lp, lp_cap;
+    bool              started;
+    tm_finish         finish;
+    char              error[160];
 };
 
 typedef struct sched_slot {
-    tm_detokenizer *detok;       /* NULL without a tokenizer */
-    tm_sampler     *smp;         /* per request */
-    tm_sched_req   *req;         /* NULL when free */
-    int32_t         n_prefilled; /* prompt positions in the KV cache (cached ones included) */
-    int32_t         n_gen;
-    int32_t         last;     /* last sampled token, decoded next step */
-    int32_t         chunk;    /* prompt tokens in this step's batch */
-    uint64_t        admitted; /* admission order (older first when the pool is short) */
-    char           *hold;     /* text held back while it may start a stop string */
-    size_t          hold_len, hold_cap;
-    char           *emit; /* text to publish this step */
-    size_t          emit_len, emit_cap;
-    tm_finish       finish;
+    tm_detokenizer  *detok;       /* NULL without a tokenizer */
+    tm_sampler      *smp;         /* per request */
+    tm_sched_req    *req;         /* NULL when free */
+    int32_t          n_prefilled; /* prompt positions in the KV cache (cached ones included) */
+    int32_t          n_gen;
+    int32_t          last;     /* last sampled token, decoded next step */
+    int32_t          chunk;    /* prompt tokens in this step's batch */
+    uint64_t         admitted; /* admission order (older first when the pool is short) */
+    char            *hold;     /* text held back while it may start a stop string */
+    size_t           hold_len, hold_cap;
+    char            *emit; /* text to publish this step */
+    size_t           emit_len, emit_cap;
+    tm_sched_logprob lp;     /* this step's token's log-probabilities (no allocation) */
+    bool             has_lp; /* lp waits to be published */
+    tm_finish        finish;
 } sched_slot;
 
 struct tm_sched {
@@ -122,6 +128,7 @@ tm_gen_params tm_gen_params_default(void) {
     tm_gen_params g = {0};
     g.sampler = tm_sampler_params_default();
     g.max_tokens = 16;
+    g.n_logprobs = -1;
     return g;
 }
 
@@ -131,6 +138,9 @@ static void req_destroy(tm_sched_req *r) {
     for (int i = 0; i < TM_SCHED_MAX_STOP; i++)
         tm_free(r->stop[i]);
     tm_free(r->prompt);
+    tm_free(r->bias_id);
+    tm_free(r->bias);
+    tm_free(r->lp);
     tm_free(r->out);
     pthread_mutex_destroy(&r->mu);
     tm_free(r);
@@ -143,6 +153,12 @@ tm_status tm_sched_req_init(const tm_gen_params *gen, const int32_t *prompt, int
         return tm_fail(TM_ERR_INVALID, "sched: a request needs at least one prompt token");
     if (gen->n_stop < 0 || gen->n_stop > TM_SCHED_MAX_STOP)
         return tm_fail(TM_ERR_INVALID, "sched: at most %d stop strings", TM_SCHED_MAX_STOP);
+    if (gen->n_logprobs < -1 || gen->n_logprobs > TM_SAMPLER_MAX_LOGPROBS)
+        return tm_fail(TM_ERR_INVALID, "sched: n_logprobs %d outside [-1, %d]", gen->n_logprobs,
+                       TM_SAMPLER_MAX_LOGPROBS);
+    if (gen->sampler.n_bias < 0 ||
+        (gen->sampler.n_bias > 0 && (gen->sampler.bias_id == NULL || gen->sampler.bias == NULL)))
+        return tm_fail(TM_ERR_INVALID, "sched: bad logit bias");
     tm_sched_req *r = tm_calloc(1, sizeof *r);
     if (r == NULL)
         return TM_ERR_NOMEM;
@@ -159,6 +175,19 @@ tm_status tm_sched_req_init(const tm_gen_params *gen, const int32_t *prompt, int
     }
     for (int i = gen->n_stop; i < TM_SCHED_MAX_STOP; i++)
         r->gen.stop[i] = NULL;
+    r->gen.sampler.bias_id = NULL;
+    r->gen.sampler.bias = NULL;
+    if (gen->sampler.n_bias > 0) { /* the sampler is made at admission: keep a copy */
+        const size_t nb = (size_t)gen->sampler.n_bias;
+        r->bias_id = tm_malloc(nb * sizeof *r->bias_id);
+        r->bias = tm_malloc(nb * sizeof *r->bias);
+        if (r->bias_id == NULL || r->bias == NULL)
+            goto nomem;
+        memcpy(r->bias_id, gen->sampler.bias_id, nb * sizeof *r->bias_id);
+        memcpy(r->bias, gen->sampler.bias, nb * sizeof *r->bias);
+        r->gen.sampler.bias_id = r->bias_id;
+        r->gen.sampler.bias = r->bias;
+    }
     r->prompt = tm_malloc((size_t)n_prompt * sizeof *r->prompt);
     if (r->prompt == NULL)
         goto nomem;
@@ -202,6 +231,12 @@ void tm_sched_req_poll(tm_sched_req *r, tm_sched_out *out) {
         r->out = NULL;
         r->out_len = r->out_cap = 0;
     }
+    if (r->n_lp > 0) {
+        out->logprobs = r->lp;
+        out->n_logprobs = r->n_lp;
+        r->lp = NULL;
+        r->n_lp = r->lp_cap = 0;
+    }
     out->n_prompt = r->n_prompt;
     out->n_completion = r->n_completion;
     out->n_cached = r->n_cached;
@@ -226,6 +261,21 @@ static bool buf_append(char **buf, size_t *len, size_t *cap, const char *src, si
     memcpy(*buf + *len, src, n);
     *len += n;
     (*buf)[*len] = '\0';
+    return true;
+}
+
+/* Appends the slot's pending log-probability record to r's queue; caller holds
+ * r->mu. False on out-of-memory. */
+static bool req_push_lp(tm_sched_req *r, const tm_sched_logprob *lp) {
+    if (r->n_lp == r->lp_cap) {
+        int32_t           nc = r->lp_cap ? r->lp_cap * 2 : 16;
+        tm_sched_logprob *nb = tm_realloc(r->lp, (size_t)nc * sizeof *nb);
+        if (nb == NULL)
+            return false;
+        r->lp = nb;
+        r->lp_cap = nc;
+    }
+    r->lp[r->n_lp++] = *lp;
     return true;
 }
 
@@ -267,9 +317,11 @@ int32_t tm_sched_n_ctx(const tm_sched *s) { return s->n_ctx; }
 
 /* Publishes a request's end (and any last text) and drops the scheduler's reference. */
 static void sched_finish_req(tm_sched *s, tm_sched_req *r, tm_finish why, const char *error,
-                             const char *text, size_t len, int32_t n_gen) {
+                             const char *text, size_t len, int32_t n_gen,
+                             const tm_sched_logprob *lp) {
     pthread_mutex_lock(&r->mu);
-    if (len > 0 && !buf_append(&r->out, &r->out_len, &r->out_cap, text, len)) {
+    if ((len > 0 && !buf_append(&r->out, &r->out_len, &r->out_cap, text, len)) ||
+        (lp != NULL && !req_push_lp(r, lp))) {
         why = TM_FINISH_ERROR;
         error = "out of memory";
     }
@@ -292,8 +344,10 @@ static int32_t slot_seq(const tm_sched *s, const sched_slot *sl) {
 }
 
 static void slot_retire(tm_sched *s, sched_slot *sl, tm_finish why, const char *error) {
-    sched_finish_req(s, sl->req, why, error, sl->emit, sl->emit_len, sl->n_gen);
+    sched_finish_req(s, sl->req, why, error, sl->emit, sl->emit_len, sl->n_gen,
+                     sl->has_lp ? &sl->lp : NULL);
     sl->req = NULL;
+    sl->has_lp = false;
     sl->emit_len = 0;
     sl->hold_len = 0;
     sl->chunk = 0;
@@ -326,6 +380,7 @@ static tm_status slot_start(tm_sched *s, sched_slot *sl, tm_sched_req *r, int32_
     sl->chunk = 0;
     sl->admitted = s->n_admitted++;
     sl->hold_len = sl->emit_len = 0;
+    sl->has_lp = false;
     sl->finish = TM_FINISH_NONE;
     if (sl->detok != NULL)
         tm_detokenizer_reset(sl->detok);
@@ -412,6 +467,13 @@ static void slot_sample(tm_sched *s, sched_slot *sl, const float *logits, double
     s->stats.generation_tokens++;
     pthread_mutex_unlock(&s->mu);
     bool eos = tok == s->eos_id && !r->gen.ignore_eos;
+    if (!eos && r->gen.n_logprobs >= 0) {
+        sl->lp.token = tok;
+        sl->lp.n_top = r->gen.n_logprobs;
+        tm_sampler_logprobs(logits, s->n_vocab, tok, r->gen.n_logprobs, &sl->lp.logprob,
+                            sl->lp.top_token, sl->lp.top_logprob);
+        sl->has_lp = true;
+    }
     if (!eos) {
         sl->n_gen++;
         sl->last = tok;
@@ -608,11 +670,14 @@ static bool sched_publish(tm_sched *s) {
             continue;
         }
         bool started = sl->n_prefilled == r->n_prompt;
-        if (sl->emit_len == 0 && (!started || r->started))
+        if (sl->emit_len == 0 && !sl->has_lp && (!started || r->started))
             continue;
         pthread_mutex_lock(&r->mu);
         bool ok = sl->emit_len == 0 ||
                   buf_append(&r->out, &r->out_len, &r->out_cap, sl->emit, sl->emit_len);
+        if (ok && sl->has_lp)
+            ok = req_push_lp(r, &sl->lp);
+        sl->has_lp = false;
         r->n_completion = sl->n_gen;
         r->started = started;
         pthread_mutex_unlock(&r->mu);
@@ -662,6 +727,7 @@ static void *sched_main(void *arg) {
             if (sl->req != NULL &&
                 (stopping || atomic_load_explicit(&sl->req->cancelled, memory_order_relaxed))) {
                 sl->emit_len = 0;
+                sl->has_lp = false;
                 slot_retire(s, sl, TM_FINISH_CANCELLED, NULL);
                 changed = true;
             }
@@ -710,10 +776,10 @@ static void *sched_main(void *arg) {
             s->stats.n_waiting--;
             pthread_mutex_unlock(&s->mu);
             if (drop) {
-                sched_finish_req(s, r, TM_FINISH_CANCELLED, NULL, NULL, 0, 0);
+                sched_finish_req(s, r, TM_FINISH_CANCELLED, NULL, NULL, 0, 0, NULL);
                 changed = true;
             } else if (st != TM_OK) {
-                sched_finish_req(s, r, TM_FINISH_ERROR, tm_last_error(), NULL, 0, 0);
+                sched_finish_req(s, r, TM_FINISH_ERROR, tm_last_error(), NULL, 0, 0, NULL);
                 changed = true;
             }
         }
@@ -818,7 +884,7 @@ void tm_sched_free(tm_sched *s) {
     /* Whatever was submitted after the thread's last look at the inbox. */
     for (tm_sched_req *r = s->inbox_head, *nx; r != NULL; r = nx) {
         nx = r->next;
-        sched_finish_req(s, r, TM_FINISH_CANCELLED, NULL, NULL, 0, 0);
+        sched_finish_req(s, r, TM_FINISH_CANCELLED, NULL, NULL, 0, 0, NULL);
     }
     if (s->slots != NULL) {
         for (int32_t i = 0; i < s->p.n_parallel; i++) {

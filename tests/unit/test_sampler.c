@@ -1,4 +1,6 @@
 /* test_sampler.c - greedy, filters, penalties and seeded determinism of tm_sampler. */
+#include <math.h>
+
 #include "harness.h"
 #include "tm/tm_sampler.h"
 
@@ -106,6 +108,48 @@ TEST(sample_does_not_allocate) {
         tm_sampler_accept(s, tm_sampler_sample(s, l));
     EXPECT_EQ_INT(tm_alloc_count() - before, 0);
     tm_sampler_free(s);
+}
+
+TEST(logit_bias_forces_and_bans) {
+    float             l[5] = {0.1f, 3.0f, -1.0f, 2.5f, 2.0f};
+    int32_t           ids[2] = {2, 1};
+    float             bias[2] = {100.0f, 0.0f};
+    tm_sampler_params p = tm_sampler_params_default();
+    p.temp = 0;
+    p.bias_id = ids;
+    p.bias = bias;
+    p.n_bias = 1;
+    tm_sampler *s = NULL;
+    ASSERT_OK(tm_sampler_init(&p, 5, &s));
+    EXPECT_EQ_INT(tm_sampler_sample(s, l), 2); /* +100 makes greedy pick it */
+    tm_sampler_free(s);
+    ids[0] = 1; /* -100 bans the argmax: next best is 3 */
+    bias[0] = -100.0f;
+    ASSERT_OK(tm_sampler_init(&p, 5, &s));
+    ids[0] = 4; /* the sampler copied the bias */
+    EXPECT_EQ_INT(tm_sampler_sample(s, l), 3);
+    tm_sampler_free(s);
+    ids[0] = 5; /* outside the vocabulary */
+    EXPECT_EQ_INT(tm_sampler_init(&p, 5, &s), TM_ERR_INVALID);
+    EXPECT_TRUE(s == NULL);
+}
+
+TEST(logprobs_are_log_softmax_of_raw_logits) {
+    float   l[5] = {0.1f, 3.0f, -1.0f, 3.0f, 2.0f};
+    double  z = 0;
+    int32_t top[3];
+    float   lp[3], tok_lp;
+    for (int i = 0; i < 5; i++)
+        z += exp((double)l[i]);
+    uint64_t before = tm_alloc_count();
+    tm_sampler_logprobs(l, 5, 4, 3, &tok_lp, top, lp);
+    EXPECT_EQ_INT(tm_alloc_count() - before, 0);
+    EXPECT_TRUE(fabs(tok_lp - (2.0 - log(z))) < 1e-6);
+    EXPECT_EQ_INT(top[0], 1); /* ties: lower id first */
+    EXPECT_EQ_INT(top[1], 3);
+    EXPECT_EQ_INT(top[2], 4);
+    EXPECT_TRUE(fabs(lp[0] - (3.0 - log(z))) < 1e-6);
+    EXPECT_TRUE(fabs(lp[2] - tok_lp) < 1e-7);
 }
 
 TM_TEST_MAIN()

@@ -113,6 +113,54 @@ TEST(max_tokens_and_usage) {
     fx_free(&f);
 }
 
+/* Runs one request to the end, collecting its log-probability records (at most 16). */
+static int32_t run_collect(fixture *f, const tm_gen_params *g, tm_sched_logprob *recs) {
+    tm_sched_req *r = NULL;
+    int32_t       n = 0;
+    if (tm_sched_req_init(g, prompt, 7, &r) != TM_OK || tm_sched_submit(f->sched, r) != TM_OK)
+        return -1;
+    for (int iter = 0; iter < 100000; iter++) {
+        tm_sched_out o;
+        tm_sched_req_poll(r, &o);
+        for (int32_t i = 0; i < o.n_logprobs && n < 16; i++)
+            recs[n++] = o.logprobs[i];
+        tm_free(o.logprobs);
+        tm_free(o.text);
+        if (o.finish != TM_FINISH_NONE)
+            break;
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    tm_sched_req_release(r);
+    return n;
+}
+
+TEST(logprobs_and_logit_bias) {
+    fixture f;
+    ASSERT_TRUE(fx_init(&f, 2, 8) == 0);
+    tm_sched_logprob a[16], b[16];
+    tm_gen_params    g = greedy(6);
+    g.n_logprobs = 3;
+    ASSERT_TRUE(run_collect(&f, &g, a) == 6);
+    for (int32_t i = 0; i < 6; i++) {
+        EXPECT_EQ_INT(a[i].n_top, 3);
+        EXPECT_EQ_INT(a[i].top_token[0], a[i].token); /* greedy picks the most likely */
+        EXPECT_TRUE(a[i].logprob == a[i].top_logprob[0] && a[i].logprob <= 0);
+        EXPECT_TRUE(a[i].top_logprob[1] <= a[i].top_logprob[0]);
+    }
+    /* -100 on the greedy first token: another token, reported with raw logprobs */
+    int32_t ban = a[0].token;
+    float   bias = -100.0f;
+    g.sampler.bias_id = &ban;
+    g.sampler.bias = &bias;
+    g.sampler.n_bias = 1;
+    ASSERT_TRUE(run_collect(&f, &g, b) == 6);
+    EXPECT_TRUE(b[0].token != ban);
+    EXPECT_EQ_INT(b[0].top_token[0], ban);
+    EXPECT_TRUE(b[0].logprob < b[0].top_logprob[0]);
+    fx_free(&f);
+}
+
 TEST(context_full_is_length) {
     fixture f;
     ASSERT_TRUE(fx_init(&f, 1, 8) == 0);
