@@ -81,6 +81,7 @@ void tm__txn_free(tm_server *srv, txn *t) {
     for (int32_t i = 0; i < TM_API_MAX_N; i++) {
         tm_sched_req_release(t->reqs[i]); /* cancels a request still running */
         tm_free(t->text[i]);
+        tm_free(t->lp[i]);
     }
     if (t->emb != NULL)
         tm__emb_job_drop(srv, t->emb);
@@ -327,7 +328,8 @@ void tm__txn_link(tm_server *srv, txn *t) {
     t->in_active = true;
 }
 
-tm_status tm__srv_submit(tm_server *srv, txn *t, const tm_api_request *rq, tm_api_error *err) {
+tm_status tm__srv_submit(tm_server *srv, txn *t, const tm_api_request *rq, const tm__api_ext *ext,
+                         tm_api_error *err) {
     int32_t *ids = NULL;
     size_t   n_ids = 0;
     if (tm__srv_prompt_ids(srv, rq, &ids, &n_ids, err) != TM_OK)
@@ -356,6 +358,14 @@ tm_status tm__srv_submit(tm_server *srv, txn *t, const tm_api_request *rq, tm_ap
         gp.stop[i] = rq->stop[i];
     if (!rq->has_seed)
         gp.sampler.seed = tm__srv_splitmix(&srv->seed_state);
+    t->logprobs = -1;
+    if (ext != NULL) { /* both copied by tm_sched_req_init */
+        gp.sampler.bias_id = ext->bias_id;
+        gp.sampler.bias = ext->bias;
+        gp.sampler.n_bias = ext->n_bias;
+        gp.n_logprobs = ext->logprobs;
+        t->logprobs = ext->logprobs;
+    }
     t->n = rq->n;
     t->n_prompt = (int32_t)n_ids;
     t->n_cached = 0;
@@ -365,6 +375,9 @@ tm_status tm__srv_submit(tm_server *srv, txn *t, const tm_api_request *rq, tm_ap
         t->n_completion[i] = 0;
         t->role_sent[i] = false;
         t->text_len[i] = 0;
+        t->n_lp[i] = 0;
+        t->lp_off[i] = 0;
+        t->lp_started[i] = false;
     }
     for (int32_t i = 0; i < rq->n; i++) {
         tm_gen_params g = gp;
@@ -434,7 +447,16 @@ static void srv_generate(tm_server *srv, txn *t) {
             goto fail;
         }
     }
-    if (tm__srv_submit(srv, t, &rq, &err) != TM_OK)
+    tm__api_ext *ext = tm_malloc(sizeof *ext);
+    if (ext == NULL) {
+        tm_api_error_set(&err, 500, "server_error", NULL, NULL, "out of memory");
+        goto fail;
+    }
+    tm_status sst = tm__api_parse_ext(t->kind, t->body, t->body_len, srv->n_vocab, ext, &err);
+    if (sst == TM_OK)
+        sst = tm__srv_submit(srv, t, &rq, ext, &err);
+    tm_free(ext);
+    if (sst != TM_OK)
         goto fail;
     snprintf(t->id, sizeof t->id, "%s-%016llx", t->kind == TM_API_CHAT ? "chatcmpl" : "cmpl",
              (unsigned long long)tm__srv_splitmix(&srv->seed_state));
@@ -462,6 +484,21 @@ bool tm__txn_sse(txn *t, char *json) {
     bool ok = tm_sse_append_data(&t->out, &t->out_len, &t->out_cap, json, strlen(json));
     tm_free(json);
     return ok;
+}
+
+/* Non-streaming: appends the polled log-probability records to choice i's. */
+static bool srv_keep_lp(txn *t, int32_t i, const tm_sched_out *o) {
+    if (t->n_lp[i] + o->n_logprobs > t->lp_cap[i]) {
+        int32_t           nc = (t->n_lp[i] + o->n_logprobs) * 2;
+        tm_sched_logprob *nb = tm_realloc(t->lp[i], (size_t)nc * sizeof *nb);
+        if (nb == NULL)
+            return false;
+        t->lp[i] = nb;
+        t->lp_cap[i] = nc;
+    }
+    memcpy(t->lp[i] + t->n_lp[i], o->logprobs, (size_t)o->n_logprobs * sizeof *o->logprobs);
+    t->n_lp[i] += o->n_logprobs;
+    return true;
 }
 
 /* Moves new scheduler output into the transaction. Returns true when there is
@@ -493,10 +530,13 @@ static bool txn_pump(tm_server *srv, txn *t) {
                 t->role_sent[i] = true;
                 news = true;
             }
-            if (o.len > 0) {
-                ok &= tm__txn_sse(t, tm_api_chunk_json(t->kind, t->id, t->created, model, i, false,
-                                                       o.text, o.len, TM_FINISH_NONE,
-                                                       t->include_usage));
+            if (o.len > 0 || o.n_logprobs > 0) {
+                tm__api_lp lp = {
+                    .rec = o.logprobs, .n = o.n_logprobs, .text_offset = &t->lp_off[i]};
+                ok &= tm__txn_sse(
+                    t, tm__api_chunk_json_lp(t->kind, t->id, t->created, model, i, false, o.text,
+                                             o.len, TM_FINISH_NONE, t->include_usage,
+                                             t->logprobs >= 0 ? &lp : NULL, srv->tok));
                 news = true;
             }
             if (o.finish == TM_FINISH_STOP || o.finish == TM_FINISH_LENGTH) {
@@ -504,7 +544,10 @@ static bool txn_pump(tm_server *srv, txn *t) {
                                                        NULL, 0, o.finish, t->include_usage));
                 news = true;
             }
-        } else if (o.len > 0 || (t->echo != NULL && !t->role_sent[i])) {
+        } else if (o.n_logprobs > 0 && !srv_keep_lp(t, i, &o)) {
+            ok = false;
+        }
+        if (!t->streaming && ok && (o.len > 0 || (t->echo != NULL && !t->role_sent[i]))) {
             if (t->echo != NULL && !t->role_sent[i]) { /* the prompt precedes the text */
                 t->role_sent[i] = true;
                 char *joined = tm_malloc(t->echo_len + o.len + 1);
@@ -536,6 +579,7 @@ static bool txn_pump(tm_server *srv, txn *t) {
             }
         }
         tm_free(o.text);
+        tm_free(o.logprobs);
         t->fin[i] = o.finish;
         if (!ok) {
             t->fin[i] = TM_FINISH_ERROR;
@@ -588,10 +632,15 @@ static bool txn_pump(tm_server *srv, txn *t) {
         return true;
     }
     tm_api_choice ch[TM_API_MAX_N];
-    for (int32_t i = 0; i < t->n; i++)
+    tm__api_lp    lp[TM_API_MAX_N];
+    for (int32_t i = 0; i < t->n; i++) {
         ch[i] = (tm_api_choice){.text = t->text[i], .len = t->text_len[i], .finish = t->fin[i]};
+        lp[i] = (tm__api_lp){
+            .rec = t->lp[i], .n = t->n_lp[i], .text_offset = &t->lp_off[i], .first = true};
+    }
     tm__txn_respond_json(srv, t, 200,
-                         tm_api_response_json(t->kind, t->id, t->created, model, ch, t->n, &usage));
+                         tm__api_response_json_lp(t->kind, t->id, t->created, model, ch, t->n,
+                                                  &usage, t->logprobs >= 0 ? lp : NULL, srv->tok));
     if (!srv->p.quiet)
         fprintf(stderr, "tensor-mesh-api: %s %d prompt + %d completion tokens in %.2f s\n", t->id,
                 usage.prompt_tokens, usage.completion_tokens, tm__srv_now() - t->t_start_s);

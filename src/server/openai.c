@@ -6,8 +6,8 @@
  * Validation happens here, before the server sends any status line, so that
  * every client error is a 400 with OpenAI's error body (never a 200 stream
  * that then fails). Unknown fields are ignored (vLLM, llama.cpp and Ollama do
- * the same); fields we know but do not implement yet (tools, logprobs, chat echo,
- * logit_bias, non-text response_format, image parts) are refused by name so a
+ * the same); fields we know but do not implement yet (tools, chat echo, echo with
+ * logprobs, non-text response_format, image parts) are refused by name so a
  * client never silently gets something else than it asked for.
  *
  * Pure functions over their arguments: any thread.
@@ -15,10 +15,12 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <jansson.h>
 
+#include "server_int.h"
 #include "tm/tm_server.h"
 
 tm_status tm_api_error_set(tm_api_error *err, int http_status, const char *type, const char *param,
@@ -332,6 +334,78 @@ static tm_status api_parse_stop(json_t *root, tm_api_request *r, tm_api_error *e
     return TM_OK;
 }
 
+/* logit_bias, logprobs, top_logprobs. Token ids are checked against n_vocab. */
+static tm_status api_parse_ext(tm_api_kind kind, json_t *root, int32_t n_vocab, tm__api_ext *ext,
+                               tm_api_error *err) {
+    ext->n_bias = 0;
+    ext->logprobs = -1;
+    json_t *v = json_object_get(root, "logit_bias");
+    if (!api_absent(v)) {
+        if (!json_is_object(v))
+            return tm_api_error_set(err, 400, NULL, "logit_bias", NULL,
+                                    "'logit_bias' must be an object mapping token ids to biases");
+        if (json_object_size(v) > TM__API_MAX_BIAS)
+            return tm_api_error_set(err, 400, NULL, "logit_bias", NULL,
+                                    "'logit_bias' has %zu entries; at most %d are allowed",
+                                    json_object_size(v), TM__API_MAX_BIAS);
+        const char *key;
+        json_t     *b;
+        json_object_foreach(v, key, b) {
+            char     *end = NULL;
+            long long id = strtoll(key, &end, 10);
+            if (key[0] < '0' || key[0] > '9' || end == key || *end != '\0' || strlen(key) > 10)
+                return tm_api_error_set(err, 400, NULL, "logit_bias", NULL,
+                                        "'logit_bias' key '%.40s' is not a token id", key);
+            if (id >= n_vocab)
+                return tm_api_error_set(err, 400, NULL, "logit_bias", NULL,
+                                        "'logit_bias' token id %lld is outside the vocabulary "
+                                        "[0, %d)",
+                                        id, n_vocab);
+            double d = json_is_number(b) ? json_number_value(b) : NAN;
+            if (!(d >= -100.0 && d <= 100.0))
+                return tm_api_error_set(err, 400, NULL, "logit_bias", NULL,
+                                        "'logit_bias[\"%s\"]' must be a number in [-100, 100]",
+                                        key);
+            ext->bias_id[ext->n_bias] = (int32_t)id;
+            ext->bias[ext->n_bias++] = (float)d;
+        }
+    }
+    v = json_object_get(root, "logprobs");
+    json_t *top = json_object_get(root, "top_logprobs");
+    if (kind == TM_API_COMPLETION) {
+        if (!api_absent(v)) {
+            if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > 5)
+                return tm_api_error_set(err, 400, NULL, "logprobs", NULL,
+                                        "'logprobs' must be an integer in [0, 5]");
+            ext->logprobs = (int32_t)json_integer_value(v);
+        }
+        return TM_OK;
+    }
+    bool on = false;
+    TM_TRY(api_get_bool(root, "logprobs", &on, err));
+    int32_t n_top = 0;
+    TM_TRY(api_get_int(root, "top_logprobs", 0, TM_SAMPLER_MAX_LOGPROBS, &n_top, err));
+    if (!api_absent(top) && !on)
+        return tm_api_error_set(err, 400, NULL, "top_logprobs", NULL,
+                                "'top_logprobs' requires 'logprobs' to be true");
+    if (on)
+        ext->logprobs = n_top;
+    return TM_OK;
+}
+
+tm_status tm__api_parse_ext(tm_api_kind kind, const char *body, size_t len, int32_t n_vocab,
+                            tm__api_ext *ext, tm_api_error *err) {
+    json_error_t jerr;
+    json_t      *root = json_loadb(body, len, 0, &jerr);
+    if (root == NULL || !json_is_object(root)) {
+        json_decref(root);
+        return tm_api_error_set(err, 400, NULL, NULL, "invalid_json", "request body is not valid");
+    }
+    tm_status st = api_parse_ext(kind, root, n_vocab, ext, err);
+    json_decref(root);
+    return st;
+}
+
 static tm_status api_parse_fields(tm_api_kind kind, json_t *root, tm_api_request *r,
                                   tm_api_error *err) {
     json_t *model = json_object_get(root, "model");
@@ -378,24 +452,21 @@ static tm_status api_parse_fields(tm_api_kind kind, json_t *root, tm_api_request
     if (kind == TM_API_CHAT)
         TM_TRY(api_get_bool(root, "add_generation_prompt", &r->add_generation_prompt, err));
 
-    /* Known but not implemented in this slice: refuse rather than ignore. */
-    json_t *v = json_object_get(root, "logprobs");
-    if (!api_absent(v) && !(json_is_false(v) || (json_is_integer(v) && json_integer_value(v) == 0)))
-        return api_unsupported(err, "logprobs", "returning log probabilities");
-    v = json_object_get(root, "top_logprobs");
-    if (!api_absent(v) && !(json_is_integer(v) && json_integer_value(v) == 0))
-        return api_unsupported(err, "top_logprobs", "returning log probabilities");
-    v = json_object_get(root, "echo");
+    {
+        tm__api_ext ext; /* validated here (ids unchecked); read again by tm__api_parse_ext */
+        TM_TRY(api_parse_ext(kind, root, INT32_MAX, &ext, err));
+    }
+    json_t *v = json_object_get(root, "echo");
     if (kind == TM_API_COMPLETION)
         TM_TRY(api_get_bool(root, "echo", &r->echo, err));
     else if (!api_absent(v) && !json_is_false(v))
         return api_unsupported(err, "echo", "echoing the prompt in chat");
+    if (r->echo && !api_absent(json_object_get(root, "logprobs")) &&
+        !json_is_false(json_object_get(root, "logprobs")))
+        return api_unsupported(err, "logprobs", "log probabilities of an echoed prompt");
     v = json_object_get(root, "tools");
     if (!api_absent(v) && !(json_is_array(v) && json_array_size(v) == 0))
         return api_unsupported(err, "tools", "tool calling");
-    v = json_object_get(root, "logit_bias");
-    if (!api_absent(v) && !(json_is_object(v) && json_object_size(v) == 0))
-        return api_unsupported(err, "logit_bias", "logit bias");
     v = json_object_get(root, "best_of");
     if (!api_absent(v) && !(json_is_integer(v) && json_integer_value(v) == 1))
         return api_unsupported(err, "best_of", "best_of other than 1");
@@ -486,9 +557,109 @@ static json_t *api_finish_json(tm_finish f) {
     return s ? json_string(s) : json_null();
 }
 
+/* A token's bytes as the tokenizer decodes it mid-text, or as the first token
+ * of a text when first (n bytes into buf[cap]). */
+static size_t api_piece(const tm_tokenizer *tok, int32_t id, bool first, char *buf, size_t cap) {
+    size_t n = 0;
+    if (tok == NULL)
+        return 0;
+    if (first) {
+        char *t = NULL;
+        if (tm_tokenizer_decode(tok, &id, 1, true, &t, &n) != TM_OK || t == NULL)
+            return 0;
+        n = n < cap ? n : cap;
+        memcpy(buf, t, n);
+        tm_free(t);
+        return n;
+    }
+    if (tm_tokenizer_token_to_piece(tok, id, buf, cap, &n) != TM_OK)
+        n = 0;
+    return n < cap ? n : cap;
+}
+
+static json_t *api_bytes(const char *b, size_t n) {
+    json_t *a = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(a, json_integer((unsigned char)b[i]));
+    return a;
+}
+
+/* chat: {"content": [{token, logprob, bytes, top_logprobs: [...]}]} */
+static json_t *api_chat_logprobs(const tm__api_lp *lp, const tm_tokenizer *tok) {
+    json_t *content = json_array();
+    char    buf[256];
+    for (int32_t i = 0; i < lp->n; i++) {
+        const tm_sched_logprob *r = &lp->rec[i];
+        json_t                 *e = json_object();
+        size_t                  n = api_piece(tok, r->token, lp->first && i == 0, buf, sizeof buf);
+        json_object_set_new(e, "token", api_jstr(buf, n));
+        json_object_set_new(e, "logprob", json_real(r->logprob));
+        json_object_set_new(e, "bytes", api_bytes(buf, n));
+        json_t *tops = json_array();
+        for (int32_t k = 0; k < r->n_top; k++) {
+            json_t *t = json_object();
+            size_t  m = api_piece(tok, r->top_token[k], lp->first && i == 0, buf, sizeof buf);
+            json_object_set_new(t, "token", api_jstr(buf, m));
+            json_object_set_new(t, "logprob", json_real(r->top_logprob[k]));
+            json_object_set_new(t, "bytes", api_bytes(buf, m));
+            json_array_append_new(tops, t);
+        }
+        json_object_set_new(e, "top_logprobs", tops);
+        json_array_append_new(content, e);
+    }
+    json_t *o = json_object();
+    json_object_set_new(o, "content", content);
+    return o;
+}
+
+/* legacy completions: {tokens, token_logprobs, top_logprobs: [{token: logprob}], text_offset} */
+static json_t *api_completion_logprobs(const tm__api_lp *lp, const tm_tokenizer *tok) {
+    json_t *toks = json_array(), *lps = json_array(), *tops = json_array(), *offs = json_array();
+    char    buf[256];
+    size_t  dummy = 0, *off = lp->text_offset ? lp->text_offset : &dummy;
+    for (int32_t i = 0; i < lp->n; i++) {
+        const tm_sched_logprob *r = &lp->rec[i];
+        size_t                  n = api_piece(tok, r->token, lp->first && i == 0, buf, sizeof buf);
+        json_array_append_new(toks, api_jstr(buf, n));
+        json_array_append_new(lps, json_real(r->logprob));
+        json_array_append_new(offs, json_integer((json_int_t)*off));
+        *off += n;
+        json_t *t = json_object();
+        for (int32_t k = 0; k < r->n_top; k++) {
+            size_t  m = api_piece(tok, r->top_token[k], lp->first && i == 0, buf, sizeof buf);
+            json_t *key = api_jstr(buf, m);
+            if (key != NULL && json_object_get(t, json_string_value(key)) == NULL)
+                json_object_set_new(t, json_string_value(key), json_real(r->top_logprob[k]));
+            json_decref(key);
+        }
+        json_array_append_new(tops, t);
+    }
+    json_t *o = json_object();
+    json_object_set_new(o, "tokens", toks);
+    json_object_set_new(o, "token_logprobs", lps);
+    json_object_set_new(o, "top_logprobs", tops);
+    json_object_set_new(o, "text_offset", offs);
+    return o;
+}
+
+static json_t *api_logprobs_json(tm_api_kind kind, const tm__api_lp *lp, const tm_tokenizer *tok) {
+    if (lp == NULL)
+        return json_null();
+    return kind == TM_API_COMPLETION ? api_completion_logprobs(lp, tok)
+                                     : api_chat_logprobs(lp, tok);
+}
+
 char *tm_api_response_json(tm_api_kind kind, const char *id, int64_t created, const char *model,
                            const tm_api_choice *choices, int32_t n_choices,
                            const tm_api_usage *usage) {
+    return tm__api_response_json_lp(kind, id, created, model, choices, n_choices, usage, NULL,
+                                    NULL);
+}
+
+char *tm__api_response_json_lp(tm_api_kind kind, const char *id, int64_t created, const char *model,
+                               const tm_api_choice *choices, int32_t n_choices,
+                               const tm_api_usage *usage, const tm__api_lp *lp,
+                               const tm_tokenizer *tok) {
     json_t *o = api_envelope(kind, kind == TM_API_CHAT ? "chat.completion" : "text_completion", id,
                              created, model);
     json_t *arr = json_array();
@@ -504,7 +675,7 @@ char *tm_api_response_json(tm_api_kind kind, const char *id, int64_t created, co
         } else {
             json_object_set_new(c, "text", text);
         }
-        json_object_set_new(c, "logprobs", json_null());
+        json_object_set_new(c, "logprobs", api_logprobs_json(kind, lp ? &lp[i] : NULL, tok));
         json_object_set_new(c, "finish_reason", api_finish_json(choices[i].finish));
         json_array_append_new(arr, c);
     }
@@ -516,6 +687,14 @@ char *tm_api_response_json(tm_api_kind kind, const char *id, int64_t created, co
 char *tm_api_chunk_json(tm_api_kind kind, const char *id, int64_t created, const char *model,
                         int32_t index, bool role, const char *text, size_t len, tm_finish finish,
                         bool with_usage_null) {
+    return tm__api_chunk_json_lp(kind, id, created, model, index, role, text, len, finish,
+                                 with_usage_null, NULL, NULL);
+}
+
+char *tm__api_chunk_json_lp(tm_api_kind kind, const char *id, int64_t created, const char *model,
+                            int32_t index, bool role, const char *text, size_t len,
+                            tm_finish finish, bool with_usage_null, const tm__api_lp *lp,
+                            const tm_tokenizer *tok) {
     json_t *o =
         api_envelope(kind, kind == TM_API_CHAT ? "chat.completion.chunk" : "text_completion", id,
                      created, model);
@@ -531,7 +710,7 @@ char *tm_api_chunk_json(tm_api_kind kind, const char *id, int64_t created, const
     } else {
         json_object_set_new(c, "text", api_jstr(text, len));
     }
-    json_object_set_new(c, "logprobs", json_null());
+    json_object_set_new(c, "logprobs", api_logprobs_json(kind, lp, tok));
     json_object_set_new(c, "finish_reason", api_finish_json(finish));
     json_t *arr = json_array();
     json_array_append_new(arr, c);

@@ -496,7 +496,7 @@ void tm__resp_start(tm_server *srv, txn *t, const char *body, size_t len) {
         goto fail;
     }
     t->kind = TM_API_RESPONSES;
-    if (tm__srv_submit(srv, t, &rq, &err) != TM_OK)
+    if (tm__srv_submit(srv, t, &rq, NULL, &err) != TM_OK)
         goto fail;
     snprintf(r->id, sizeof r->id, "resp_%016llx%08llx",
              (unsigned long long)tm__srv_splitmix(&srv->seed_state),

@@ -70,22 +70,27 @@ typedef struct txn {
     size_t      out_len, out_cap, out_off;
 
     /* generation */
-    tm_api_kind   kind;
-    bool          include_usage;
-    int32_t       n;
-    tm_sched_req *reqs[TM_API_MAX_N];
-    char         *text[TM_API_MAX_N];
-    size_t        text_len[TM_API_MAX_N], text_cap[TM_API_MAX_N];
-    tm_finish     fin[TM_API_MAX_N];
-    bool          role_sent[TM_API_MAX_N];
-    int32_t       n_completion[TM_API_MAX_N];
-    int32_t       n_prompt;
-    int32_t       n_cached; /* prompt tokens from the prefix cache (choice 0's) */
-    char         *echo;     /* completions with echo: the prompt text, sent before the output */
-    size_t        echo_len;
-    char          id[48];
-    int64_t       created;
-    double        t_start_s;
+    tm_api_kind       kind;
+    bool              include_usage;
+    int32_t           n;
+    tm_sched_req     *reqs[TM_API_MAX_N];
+    char             *text[TM_API_MAX_N];
+    size_t            text_len[TM_API_MAX_N], text_cap[TM_API_MAX_N];
+    tm_finish         fin[TM_API_MAX_N];
+    bool              role_sent[TM_API_MAX_N];
+    int32_t           n_completion[TM_API_MAX_N];
+    int32_t           n_prompt;
+    int32_t           n_cached; /* prompt tokens from the prefix cache (choice 0's) */
+    char             *echo;     /* completions with echo: the prompt text, sent before the output */
+    size_t            echo_len;
+    int32_t           logprobs; /* -1: off; else alternatives per token (top_logprobs / logprobs) */
+    tm_sched_logprob *lp[TM_API_MAX_N]; /* non-streaming: every token's record */
+    int32_t           n_lp[TM_API_MAX_N], lp_cap[TM_API_MAX_N];
+    size_t            lp_off[TM_API_MAX_N];     /* completions: text_offset of the next token */
+    bool              lp_started[TM_API_MAX_N]; /* streaming: a token's logprobs went out */
+    char              id[48];
+    int64_t           created;
+    double            t_start_s;
 
     tm__emb_job *emb;  /* /v1/embeddings: the job on the embedding worker (embeddings.c) */
     tm__resp    *resp; /* /v1/responses: response state (responses.c); owned */
@@ -148,6 +153,42 @@ struct tm_server {
     unsigned char scratch[LWS_PRE + SRV_WRITE_CHUNK];
 };
 
+/* ---- openai.c: parameters that tm_api_request does not carry ---- */
+#define TM__API_MAX_BIAS 300 /* logit_bias entries (OpenAI's limit) */
+
+typedef struct tm__api_ext {
+    int32_t n_bias;
+    int32_t bias_id[TM__API_MAX_BIAS];
+    float   bias[TM__API_MAX_BIAS];
+    int32_t logprobs; /* -1: off; chat: top_logprobs (0..20); completions: logprobs (0..5) */
+} tm__api_ext;
+
+/* Reads logit_bias, logprobs and top_logprobs from a body that
+ * tm_api_request_parse accepted; token ids are checked against n_vocab. */
+tm_status tm__api_parse_ext(tm_api_kind kind, const char *body, size_t len, int32_t n_vocab,
+                            tm__api_ext *ext, tm_api_error *err);
+
+/* One choice's log-probability records, for serialization (tokens' text from tok). */
+typedef struct tm__api_lp {
+    const tm_sched_logprob *rec;
+    int32_t                 n;
+    size_t                 *text_offset; /* completions: running offset, advanced */
+    bool                    first;       /* rec[0] is the choice's first token: its text is
+                                            decoded as the start of a text (a SentencePiece
+                                            "▁upon" gives "upon"), as the answer's text is */
+} tm__api_lp;
+
+/* tm_api_response_json / tm_api_chunk_json with choices[].logprobs filled from
+ * lp ([n_choices], or one for the chunk; NULL: "logprobs": null). */
+char *tm__api_response_json_lp(tm_api_kind kind, const char *id, int64_t created, const char *model,
+                               const tm_api_choice *choices, int32_t n_choices,
+                               const tm_api_usage *usage, const tm__api_lp *lp,
+                               const tm_tokenizer *tok);
+char *tm__api_chunk_json_lp(tm_api_kind kind, const char *id, int64_t created, const char *model,
+                            int32_t index, bool role, const char *text, size_t len,
+                            tm_finish finish, bool with_usage_null, const tm__api_lp *lp,
+                            const tm_tokenizer *tok);
+
 /* ---- http.c ---- */
 double    tm__srv_now(void);
 bool      tm__srv_ready(tm_server *srv);
@@ -164,8 +205,10 @@ void      tm__txn_respond_json(tm_server *srv, txn *t, int status, char *json /*
 void      tm__txn_respond_error(tm_server *srv, txn *t, const tm_api_error *e);
 tm_status tm__srv_prompt_ids(tm_server *srv, const tm_api_request *rq, int32_t **ids, size_t *n,
                              tm_api_error *err);
-/* Submits rq's n sequences for t (prompt from rq); on failure *err is set. */
-tm_status tm__srv_submit(tm_server *srv, txn *t, const tm_api_request *rq, tm_api_error *err);
+/* Submits rq's n sequences for t (prompt from rq; ext: logit bias and logprobs,
+ * or NULL); on failure *err is set. */
+tm_status tm__srv_submit(tm_server *srv, txn *t, const tm_api_request *rq, const tm__api_ext *ext,
+                         tm_api_error *err);
 
 /* ---- embeddings.c ---- */
 tm_status tm__emb_load(tm_server *srv);          /* loader thread; no-op without emb_path */
