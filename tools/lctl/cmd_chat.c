@@ -210,21 +210,35 @@ int lctl_chat(int argc, char **argv) {
             tmpl_file = val;
         else if (!strcmp(a, "--builtin"))
             builtin = val;
-        else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict"))
-            n_predict = strtol(val, NULL, 10);
-        else if (!strcmp(a, "-t") || !strcmp(a, "--threads"))
-            n_threads = strtol(val, NULL, 10);
-        else if (!strcmp(a, "-c") || !strcmp(a, "--ctx-size"))
-            n_ctx = strtol(val, NULL, 10);
-        else if (!strcmp(a, "--temp"))
-            sp.temp = strtof(val, NULL);
-        else if (!strcmp(a, "--top-k"))
-            sp.top_k = (int32_t)strtol(val, NULL, 10);
-        else if (!strcmp(a, "--top-p"))
-            sp.top_p = strtof(val, NULL);
-        else if (!strcmp(a, "--seed"))
-            sp.seed = strtoull(val, NULL, 0);
-        else if (a[0] == '-') {
+        else if (a[0] == '-' && takes) { /* the numeric options */
+            static const struct {
+                const char *name, *alt;
+                double      lo, hi;
+                bool        integer;
+            } nums[] = {
+                {"-n", "--n-predict", 1, 1 << 24, true},      {"-t", "--threads", 1, 512, true},
+                {"-c", "--ctx-size", 16, 1 << 24, true},      {"--temp", NULL, 0, 100, false},
+                {"--top-k", NULL, 0, 1 << 30, true},          {"--top-p", NULL, 0, 1, false},
+                {"--seed", NULL, 0, 9007199254740992.0, true}};
+            double v = 0;
+            size_t k = 0;
+            while (k < sizeof nums / sizeof nums[0] && strcmp(a, nums[k].name) != 0 &&
+                   (nums[k].alt == NULL || strcmp(a, nums[k].alt) != 0))
+                k++;
+            if (k == sizeof nums / sizeof nums[0] ||
+                lctl_parse_num("lctl chat", a, val, nums[k].lo, nums[k].hi, nums[k].integer, &v) !=
+                    0)
+                return 2;
+            switch (k) {
+            case 0: n_predict = (long)v; break;
+            case 1: n_threads = (long)v; break;
+            case 2: n_ctx = (long)v; break;
+            case 3: sp.temp = (float)v; break;
+            case 4: sp.top_k = (int32_t)v; break;
+            case 5: sp.top_p = (float)v; break;
+            default: sp.seed = (uint64_t)v; break;
+            }
+        } else if (a[0] == '-') {
             fprintf(stderr, "lctl chat: unknown option '%s' (see --help)\n", a);
             return 2;
         } else if (model_path == NULL)
@@ -236,9 +250,8 @@ int lctl_chat(int argc, char **argv) {
     }
     if (model_path == NULL && (model_path = lctl_default_model("lctl chat")) == NULL)
         return 1;
-    if (n_predict < 1 || n_threads < 0 || n_threads > 512 || n_ctx < 0 || n_ctx > (1 << 24) ||
-        !(sp.temp >= 0) || sp.top_k < 0 || !(sp.top_p > 0 && sp.top_p <= 1)) {
-        fprintf(stderr, "lctl chat: an option value is out of range (see --help)\n");
+    if (!(sp.top_p > 0)) {
+        fprintf(stderr, "lctl chat: --top-p must be above 0\n");
         return 2;
     }
 

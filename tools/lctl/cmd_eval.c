@@ -54,57 +54,6 @@ static void eval_usage(FILE *f) {
             "  -h, --help          this text\n");
 }
 
-static double eval_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static int eval_parse_int(const char *opt, const char *s, long lo, long hi, long *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0' || v < lo || v > hi) {
-        fprintf(stderr, "lctl eval: %s needs an integer in [%ld, %ld], got '%s'\n", opt, lo, hi, s);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
-/* Parses ids separated by whitespace or commas. */
-static int eval_parse_ids(const char *path, const char *s, int32_t **ids, size_t *n) {
-    size_t cap = 16;
-    *n = 0;
-    *ids = tm_malloc(cap * sizeof **ids);
-    if (*ids == NULL)
-        return -1;
-    const char *p = s;
-    for (;;) {
-        while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == ',')
-            p++;
-        if (*p == '\0')
-            break;
-        char *end;
-        errno = 0;
-        long v = strtol(p, &end, 10);
-        if (end == p || errno != 0 || v < 0 || v > INT32_MAX) {
-            fprintf(stderr, "lctl eval: %s: bad token id at byte %zu\n", path, (size_t)(p - s));
-            return -1;
-        }
-        if (*n == cap) {
-            cap *= 2;
-            int32_t *g = tm_realloc(*ids, cap * sizeof **ids);
-            if (g == NULL)
-                return -1;
-            *ids = g;
-        }
-        (*ids)[(*n)++] = (int32_t)v;
-        p = end;
-    }
-    return 0;
-}
-
 /* Top-k of a row (k small): ids and values, highest first; ties keep the lower id first. */
 static void eval_topk(const float *row, int32_t n_vocab, int k, int32_t *ids, float *vals) {
     int have = 0;
@@ -142,8 +91,10 @@ int lctl_eval(int argc, char **argv) {
 #define INT(lo, hi, dst)                                                                           \
     do {                                                                                           \
         NEEDVAL();                                                                                 \
-        if (eval_parse_int(a, val, lo, hi, &dst) != 0)                                             \
+        double tm_v;                                                                               \
+        if (lctl_parse_num("lctl eval", a, val, lo, hi, true, &tm_v) != 0)                         \
             return 2;                                                                              \
+        dst = (long)tm_v;                                                                          \
     } while (0)
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             eval_usage(stdout);
@@ -218,7 +169,7 @@ int lctl_eval(int argc, char **argv) {
         goto done;
     }
     if (ids_path != NULL) {
-        if (eval_parse_ids(ids_path, buf, &ids, &n_ids) != 0)
+        if (lctl_parse_ids("lctl eval", ids_path, buf, &ids, &n_ids) != 0)
             goto done;
     } else {
         if (tok_path == NULL && tm_model_gguf(model) == NULL) {
@@ -281,7 +232,7 @@ int lctl_eval(int argc, char **argv) {
     }
 
     const int32_t n_vocab = hp->n_vocab;
-    double        nll_sum = 0.0, t0 = eval_now();
+    double        nll_sum = 0.0, t0 = lctl_now();
     size_t        n_scored = 0;
     int32_t       tk_ids[EVAL_MAX_TOPK];
     float         tk_vals[EVAL_MAX_TOPK];
@@ -331,7 +282,7 @@ int lctl_eval(int argc, char **argv) {
             }
         }
     }
-    double t1 = eval_now();
+    double t1 = lctl_now();
     double mean = nll_sum / (double)n_scored;
     printf("tokens: %zu\npositions: %zu\nnll: %.6f\nperplexity: %.6f\n", n_ids, n_scored, mean,
            exp(mean));

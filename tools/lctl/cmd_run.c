@@ -49,50 +49,6 @@ static void run_usage(FILE *f) {
             "  -h, --help             this text\n");
 }
 
-static double run_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static int run_parse_num(const char *opt, const char *s, double lo, double hi, double *out) {
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno != 0 || end == s || *end != '\0' || !(v >= lo && v <= hi)) {
-        fprintf(stderr, "lctl run: %s needs a number in [%g, %g], got '%s'\n", opt, lo, hi, s);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
-static int run_parse_ids(const char *s, int32_t **ids, size_t *n) {
-    size_t cap = 1;
-    for (const char *p = s; *p; p++)
-        cap += *p == ',';
-    *ids = tm_calloc(cap, sizeof **ids);
-    if (*ids == NULL)
-        return -1;
-    *n = 0;
-    const char *p = s;
-    while (*p) {
-        char *end;
-        long  v = strtol(p, &end, 10);
-        if (end == p || v < 0 || v > INT32_MAX) {
-            fprintf(stderr, "lctl run: bad token id list '%s'\n", s);
-            return -1;
-        }
-        (*ids)[(*n)++] = (int32_t)v;
-        p = *end == ',' ? end + 1 : end;
-        if (*end != ',' && *end != '\0') {
-            fprintf(stderr, "lctl run: bad token id list '%s'\n", s);
-            return -1;
-        }
-    }
-    return 0;
-}
-
 int lctl_run(int argc, char **argv) {
     const char       *model_path = NULL, *prompt = NULL, *ids_arg = NULL, *tok_path = NULL;
     const char       *recipe = NULL;
@@ -113,7 +69,7 @@ int lctl_run(int argc, char **argv) {
 #define NUM(lo, hi, dst)                                                                           \
     do {                                                                                           \
         NEEDVAL();                                                                                 \
-        if (run_parse_num(a, val, lo, hi, &v) != 0)                                                \
+        if (lctl_parse_num("lctl run", a, val, lo, hi, false, &v) != 0)                            \
             return 2;                                                                              \
         dst = v;                                                                                   \
     } while (0)
@@ -216,7 +172,7 @@ int lctl_run(int argc, char **argv) {
         }
     }
     if (ids_arg != NULL) {
-        if (run_parse_ids(ids_arg, &ids, &n_ids) != 0)
+        if (lctl_parse_ids("lctl run", "--ids", ids_arg, &ids, &n_ids) != 0)
             goto done;
     } else if (tok == NULL) {
         fprintf(stderr, "lctl run: %s has no tokenizer: pass --tokenizer PATH or --ids\n",
@@ -258,7 +214,7 @@ int lctl_run(int argc, char **argv) {
         goto done;
     }
     const int32_t n_batch = tm_ctx_n_ctx(ctx) < 128 ? tm_ctx_n_ctx(ctx) : 128; /* ctx default */
-    double        t0 = run_now();
+    double        t0 = lctl_now();
     for (size_t i = 0; i < n_ids; i += (size_t)n_batch) {
         size_t n = n_ids - i < (size_t)n_batch ? n_ids - i : (size_t)n_batch;
         if (tm_ctx_decode(ctx, ids + i, (int32_t)n) != TM_OK) {
@@ -268,7 +224,7 @@ int lctl_run(int argc, char **argv) {
     }
     for (size_t i = 0; i < n_ids; i++)
         tm_sampler_accept(smp, ids[i]);
-    double  t1 = run_now(), t2 = t1;
+    double  t1 = lctl_now(), t2 = t1;
     int32_t eos = tok ? tm_tokenizer_eos_id(tok) : hp->eos_id;
     int64_t n_gen = 0, n_dec = 0;
     while (n_gen < (int64_t)n_predict) {
@@ -298,7 +254,7 @@ int lctl_run(int argc, char **argv) {
         }
         n_dec++;
     }
-    t2 = run_now();
+    t2 = lctl_now();
     if (detok != NULL) {
         const char *b;
         size_t      len;
