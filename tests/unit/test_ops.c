@@ -4,6 +4,7 @@
  */
 #include "harness.h"
 #include "../../src/backend/cpu/cpu_int.h" /* private: tests drive the kernels directly */
+#include "../../src/backend/cpu/simd_dot.h"
 #include "tm/tm_graph.h"
 
 static float frand(uint32_t *s) {
@@ -224,6 +225,137 @@ TEST(attention_gqa_swa) {
         free(buf);
         tm_graph_free(g);
     }
+}
+
+/* One attention configuration for the SIMD-vs-reference comparison. */
+typedef struct attn_case {
+    int   hd, nh, nkv, swa, bs; /* bs 0: contiguous cache, else paged with this block size */
+    bool  bidir, f16;
+    float cap;
+    int   n_threads;
+} attn_case;
+
+/* Runs the SIMD attention kernel and the plain C reference on the same random
+ * cache (paged through shuffled block tables, or contiguous) and compares. */
+static void check_attn_simd(const attn_case *c) {
+    enum { T = 5 };
+    const int32_t  pos_paged[T] = {0, 9, 40, 71, 72}, pos_contig[T] = {66, 67, 68, 69, 70};
+    const int32_t *pos = c->bs > 0 ? pos_paged : pos_contig;
+    const int      bs = c->bs > 0 ? c->bs : 1;
+    const int      n_blk = (73 + bs - 1) / bs; /* table entries per token */
+    const int      n_rows = c->bs > 0 ? T * n_blk * bs : 80;
+    const int      kw = c->hd * c->nkv;
+    float         *q = malloc(sizeof(float) * c->hd * c->nh * T);
+    float         *k = malloc(sizeof(float) * kw * T), *v = malloc(sizeof(float) * kw * T);
+    float    *kf = malloc(sizeof(float) * kw * n_rows), *vf = malloc(sizeof(float) * kw * n_rows);
+    uint16_t *kh = malloc(2 * (size_t)kw * n_rows), *vh = malloc(2 * (size_t)kw * n_rows);
+    int32_t  *tab = malloc(sizeof(int32_t) * n_blk * T), *slots = malloc(sizeof(int32_t) * T);
+    fill(q, (int64_t)c->hd * c->nh * T, 21);
+    fill(k, (int64_t)kw * T, 22);
+    fill(v, (int64_t)kw * T, 23);
+    fill(kf, (int64_t)kw * n_rows, 24);
+    fill(vf, (int64_t)kw * n_rows, 25);
+    for (int64_t i = 0; i < (int64_t)kw * n_rows; i++) {
+        kf[i] *= 3.0f; /* a wider score range than [-1, 1] */
+        kh[i] = tm_f32_to_f16(kf[i]);
+        vh[i] = tm_f32_to_f16(vf[i]);
+    }
+    /* token t owns blocks perm[t * n_blk ..]: a shuffle of the whole pool */
+    int32_t *perm = malloc(sizeof(int32_t) * n_blk * T);
+    uint32_t seed = 26;
+    for (int i = 0; i < n_blk * T; i++)
+        perm[i] = i;
+    for (int i = n_blk * T - 1; i > 0; i--) {
+        seed = seed * 1664525u + 1013904223u;
+        int j = (int)((seed >> 8) % (uint32_t)(i + 1)), x = perm[i];
+        perm[i] = perm[j];
+        perm[j] = x;
+    }
+    for (int t = 0; t < T; t++) {
+        for (int b = 0; b < n_blk; b++)
+            tab[t * n_blk + b] = perm[t * n_blk + b];
+        slots[t] = tab[t * n_blk + pos[t] / bs] * bs + pos[t] % bs;
+    }
+    tm_graph *g = NULL;
+    ASSERT_OK(tm_graph_init(16, &g));
+    const tm_dtype kd = c->f16 ? TM_DTYPE_F16 : TM_DTYPE_F32;
+    tm_tensor     *tq = tm_graph_leaf(g, TM_DTYPE_F32, 3, (int64_t[]){c->hd, c->nh, T}, q);
+    tm_tensor     *tk = tm_graph_leaf(g, TM_DTYPE_F32, 3, (int64_t[]){c->hd, c->nkv, T}, k);
+    tm_tensor     *tv = tm_graph_leaf(g, TM_DTYPE_F32, 3, (int64_t[]){c->hd, c->nkv, T}, v);
+    tm_tensor     *tkc = tm_graph_leaf(g, kd, 2, (int64_t[]){kw, n_rows}, c->f16 ? (void *)kh : kf);
+    tm_tensor     *tvc = tm_graph_leaf(g, kd, 2, (int64_t[]){kw, n_rows}, c->f16 ? (void *)vh : vf);
+    tm_tensor     *tp = tm_graph_leaf(g, TM_DTYPE_I32, 1, (int64_t[]){T}, (void *)pos);
+    tm_tensor     *st = tm_kv_store(g, tk, tv, tkc, tvc, tp);
+    tm_tensor     *y = tm_attn(g, tq, tkc, tvc, tp, st, c->nkv, c->swa, 0.3f, c->cap);
+    if (c->bs > 0) {
+        tm_kv_store_set_slots(st, tm_graph_leaf(g, TM_DTYPE_I32, 1, (int64_t[]){T}, slots));
+        tm_attn_set_blocks(y, tm_graph_leaf(g, TM_DTYPE_I32, 2, (int64_t[]){n_blk, T}, tab), bs);
+    }
+    if (c->bidir)
+        tm_attn_set_bidirectional(y);
+    tm_graph_set_output(y);
+    size_t need = tm_graph_plan(g);
+    void  *buf = malloc(need + 64);
+    ASSERT_OK(tm_graph_place(g, buf, need));
+    tm_cpu_pool *pool = NULL;
+    ASSERT_OK(tm__cpu_pool_init(c->n_threads, tm__cpu_graph_scratch_bytes(g) + 64, &pool));
+    const size_t n_out = (size_t)c->hd * c->nh * T;
+    float       *ref = malloc(sizeof(float) * n_out);
+    tm__cpu_set_isa(TM_CPU_ISA_REF);
+    tm__cpu_graph_compute(pool, g);
+    memcpy(ref, y->data, sizeof(float) * n_out);
+    tm__cpu_set_isa(tm__cpu_isa_supported());
+    memset(y->data, 0, sizeof(float) * n_out);
+    tm__cpu_graph_compute(pool, g);
+    /* relative to the largest output of the (token, head) row: outputs are
+     * convex combinations of V rows and single elements may be near 0 */
+    double worst = 0;
+    for (size_t r = 0; r < n_out / (size_t)c->hd; r++) {
+        double mx = 1e-30;
+        for (int i = 0; i < c->hd; i++)
+            mx = fmax(mx, fabs(ref[r * c->hd + i]));
+        for (int i = 0; i < c->hd; i++)
+            worst = fmax(worst, fabs(((float *)y->data)[r * c->hd + i] - ref[r * c->hd + i]) / mx);
+    }
+    if (!(worst < 1e-5))
+        TM__FAIL_AT("attn hd %d nh %d nkv %d swa %d bs %d bidir %d f16 %d cap %g: rel error %g",
+                    c->hd, c->nh, c->nkv, c->swa, c->bs, c->bidir, c->f16, c->cap, worst);
+    tm__cpu_pool_free(pool);
+    free(buf);
+    free(ref);
+    free(perm);
+    free(q);
+    free(k);
+    free(v);
+    free(kf);
+    free(vf);
+    free(kh);
+    free(vh);
+    free(tab);
+    free(slots);
+    tm_graph_free(g);
+}
+
+/* SIMD attention against the reference: GQA, sliding window, bidirectional,
+ * F16 / F32 KV, block sizes 2..16, head sizes on and off the 32-wide path. */
+TEST(attention_simd_vs_ref) {
+    const tm_cpu_isa saved = tm__cpu_isa();
+    const attn_case  cases[] = {
+         {.hd = 64, .nh = 14, .nkv = 2, .bs = 16, .n_threads = 2},
+         {.hd = 64, .nh = 14, .nkv = 2, .bs = 16, .f16 = true, .n_threads = 3},
+         {.hd = 64, .nh = 14, .nkv = 2, .bs = 0, .n_threads = 1},
+         {.hd = 64, .nh = 14, .nkv = 2, .bs = 0, .f16 = true, .n_threads = 2},
+         {.hd = 40, .nh = 8, .nkv = 2, .bs = 2, .swa = 7, .n_threads = 2},
+         {.hd = 40, .nh = 8, .nkv = 2, .bs = 4, .swa = 33, .f16 = true, .n_threads = 2},
+         {.hd = 8, .nh = 4, .nkv = 4, .bs = 8, .bidir = true, .n_threads = 2},
+         {.hd = 96, .nh = 6, .nkv = 1, .bs = 8, .bidir = true, .f16 = true, .n_threads = 1},
+         {.hd = 32, .nh = 40, .nkv = 2, .bs = 4, .n_threads = 3}, /* group 20 > 16 heads */
+         {.hd = 64, .nh = 4, .nkv = 1, .bs = 2, .swa = 5, .cap = 2.0f, .n_threads = 2},
+         {.hd = 12, .nh = 4, .nkv = 2, .bs = 8, .n_threads = 2}, /* no SIMD path: both ref */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        check_attn_simd(&cases[i]);
+    tm__cpu_set_isa(saved);
 }
 
 /* The planner reuses dead buffers: a chain of 20 unary ops needs two buffers. */
