@@ -4,7 +4,8 @@
 #  1. installs what is missing (scripts/deps.sh) and fetches the real models (PyPI)
 #  2. checks formatting (clang-format) of every C source
 #  3. builds release with -Werror (CUDA sources compiled when nvcc is present)
-#  4. builds debug with AddressSanitizer + UBSan and runs the C unit tests (ctest)
+#  4. runs the C unit tests on that release build, then builds debug with AddressSanitizer +
+#     UBSan and runs them again there (ctest)
 #  5. runs the Python oracle tests (pytest: tokenizers, gguf, safetensors, jinja2...)
 #  6. builds the libFuzzer harnesses (clang, ASan+UBSan) and runs each for a bounded time
 #
@@ -34,6 +35,12 @@ format_check() {
 build_release() {
     cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release -DTM_WERROR=ON >/dev/null &&
         cmake --build build/release -j"$JOBS"
+}
+
+# The same unit tests on the optimized build: compiler-dependent bugs (auto-vectorization,
+# SIMD kernels at -O2) only show there.
+unit_release() {
+    (cd build/release && ctest --output-on-failure -j"$JOBS")
 }
 
 unit_asan() {
@@ -73,6 +80,7 @@ fuzz() {
 
 stage format format_check
 stage build-release build_release
+stage unit-release unit_release
 stage unit-asan unit_asan
 stage python-oracles pytests
 [ "${TM_SKIP_FUZZ:-0}" = 1 ] || stage fuzz fuzz
