@@ -137,9 +137,16 @@ static void mm_mul_mat_dot(const tm_tensor *dst, tm_cpu_vec_kind kind, int ith, 
         mm_rows(&a, r0, r1);
         return;
     }
-    /* chunks of MM_TILE_N rows handed out dynamically (cpu_backend.c) */
-    for (; c * MM_TILE_N < N; c = tm__cpu_chunk_claim())
-        mm_rows(&a, c * MM_TILE_N, (c + 1) * MM_TILE_N < N ? (c + 1) * MM_TILE_N : N);
+    /* chunks handed out dynamically (cpu_backend.c): MM_TILE_N rows for a batch; for
+     * decode (few columns) about four chunks per thread, so each thread streams long
+     * runs of contiguous weight rows and claims less often (docs/perf.md, log row 10) */
+    int64_t cn = MM_TILE_N;
+    if (T < 4) {
+        const int64_t want = (N + 4 * nth - 1) / (4 * nth);
+        cn = (want + MM_TILE_N - 1) / MM_TILE_N * MM_TILE_N;
+    }
+    for (; c * cn < N; c = tm__cpu_chunk_claim())
+        mm_rows(&a, c * cn, (c + 1) * cn < N ? (c + 1) * cn : N);
 }
 
 static float mm_dot_ref(const float *a, const float *b, int64_t n) {
