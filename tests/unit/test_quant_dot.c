@@ -321,6 +321,74 @@ TEST(dot4_matches_dot) {
     free(xv);
 }
 
+/* Four-row dots: each (row, column) equals the reference dot within float-order
+ * rounding, has the same bits whatever the column count of the call, and is exact
+ * (equal to the reference) with f16 scales 1.0 and activations with d = 1. */
+TEST(r4_dots) {
+    const int64_t n = 1024;
+    enum { NC = 6 };
+    float       *w = malloc(sizeof(float) * n * 4), *x = malloc(sizeof(float) * n * NC);
+    size_t       rb = 0;
+    uint8_t     *wq = malloc(8 * (size_t)n);
+    const size_t xs = 4 * (size_t)n + 64;
+    char        *xv = malloc(NC * xs);
+    int          n_checked = 0;
+    for (int ti = 0; ti < QD_N_TYPES; ti++) {
+        const tm_dtype    t = qd_types[ti];
+        tm_cpu_vec_dot_r4 r4 = tm__cpu_dot_r4_get(t, tm__cpu_isa_supported());
+        if (r4 == NULL)
+            continue;
+        ASSERT_OK(tm_dtype_row_bytes(t, n, &rb));
+        for (int exact = 0; exact < 2; exact++) {
+            qd_fill(w, n * 4, 41u + (uint32_t)ti);
+            qd_fill(x, n * NC, 43u + (uint32_t)ti);
+            for (int r = 0; r < 4; r++)
+                ASSERT_OK(tm_quantize_row(t, w + r * n, wq + (size_t)r * rb, n));
+            for (int c = 0; c < NC; c++)
+                qd_vec(t, x + c * n, n, xv + (size_t)c * xs);
+            if (exact) { /* scales 1.0, small integer activations with d = 1 */
+                const tm_dtype_traits *tr = tm_dtype_get_traits(t);
+                for (int r = 0; r < 4; r++)
+                    for (int64_t b = 0; b < n / tr->blck_size; b++) {
+                        uint8_t *blk = wq + (size_t)r * rb + (size_t)b * tr->type_size;
+                        blk[0] = 0x00;
+                        blk[1] = 0x3C;
+                    }
+                for (int c = 0; c < NC; c++) {
+                    tm_q8_32 *y = (tm_q8_32 *)(xv + (size_t)c * xs);
+                    for (int64_t b = 0; b < n / TM_QK32; b++) {
+                        y[b].d = 1.0f;
+                        for (int l = 0; l < TM_QK32; l++)
+                            y[b].q[l] = (int8_t)(y[b].q[l] / 16);
+                    }
+                }
+            }
+            float all[NC * 4], one[4];
+            r4(n, all, 4, wq, rb, xv, xs, NC);
+            for (int c = 0; c < NC; c++) {
+                r4(n, one, 4, wq, rb, xv + (size_t)c * xs, xs, 1);
+                for (int r = 0; r < 4; r++) {
+                    float ref;
+                    tm__cpu_dot_ref(t)(n, &ref, wq + (size_t)r * rb, xv + (size_t)c * xs);
+                    if (one[r] != all[c * 4 + r])
+                        TM__FAIL_AT("%s row %d col %d: nc=%d %.9g != nc=1 %.9g", tm_dtype_name(t),
+                                    r, c, NC, all[c * 4 + r], one[r]);
+                    const double tol = exact ? 0.0 : 1e-5 * (fabs(ref) + 1.0);
+                    if (fabs((double)one[r] - ref) > tol)
+                        TM__FAIL_AT("%s%s row %d col %d: r4 %.9g vs ref %.9g", tm_dtype_name(t),
+                                    exact ? " (exact)" : "", r, c, one[r], ref);
+                    n_checked++;
+                }
+            }
+        }
+    }
+    printf("  %d four-row results checked\n", n_checked);
+    free(w);
+    free(x);
+    free(wq);
+    free(xv);
+}
+
 /* ---- mul_mat through the pool: tiling, odd shapes, thread counts ---------------- */
 
 static float *qd_mul_mat(tm_dtype t, const void *wq, const float *x, int K, int N, int T,
@@ -367,11 +435,21 @@ static void qd_check_mul_mat(tm_dtype t, int K, int N, int T) {
     tm_cpu_vec_dot  dot;
     tm_cpu_vec_dot4 dot4;
     tm__cpu_mm_kernels(t, tm__cpu_isa(), T, &dot, &dot4);
+    /* with a four-row dot: rows in 4-aligned groups take it, the others the best dot */
+    tm_cpu_vec_dot_r4 r4 = tm__cpu_dot_r4_get(t, tm__cpu_isa());
+    if (r4 != NULL)
+        dot = tm__cpu_dot_get(t, tm__cpu_isa());
     for (int tt = 0; tt < T; tt++) {
         qd_vec(t, x + (size_t)tt * K, K, xv);
         for (int n = 0; n < N; n++) {
             float r;
-            dot(K, &r, wq + (size_t)n * rb, xv);
+            if (r4 != NULL && n / 4 * 4 + 4 <= N) {
+                float r4s[4];
+                r4(K, r4s, 4, wq + (size_t)(n / 4 * 4) * rb, rb, xv, 0, 1);
+                r = r4s[n % 4];
+            } else {
+                dot(K, &r, wq + (size_t)n * rb, xv);
+            }
             if (r != y1[(size_t)tt * N + n]) {
                 TM__FAIL_AT("%s K=%d N=%d T=%d: y[%d][%d] %.9g != dot %.9g", tm_dtype_name(t), K, N,
                             T, tt, n, y1[(size_t)tt * N + n], r);
@@ -396,6 +474,7 @@ TEST(mul_mat_tiles_odd_shapes_threads) {
         qd_check_mul_mat(t, K, 7, 1);   /* decode, odd row count */
         qd_check_mul_mat(t, K, 33, 3);  /* rows cross a tile */
         qd_check_mul_mat(t, K, 19, 37); /* columns cross a tile */
+        qd_check_mul_mat(t, K, 70, 6);  /* 4-row groups across chunks, a 2-row tail */
     }
     qd_check_mul_mat(TM_DTYPE_F32, 37, 5, 2); /* K not a multiple of 8 */
     qd_check_mul_mat(TM_DTYPE_F16, 37, 5, 9); /* four-column float tails */

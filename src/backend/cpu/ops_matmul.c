@@ -9,7 +9,11 @@
  *   output is one call of the dtype's dot (plain C, AVX2, AVX-512, chosen at
  *   run time by tm__cpu_isa(); TM_CPU_REF=1 forces plain C). Batches of 4+
  *   columns use four-column dots (one weight unpack per 4 columns) with the
- *   same per-column bits (tm__cpu_mm_kernels). Error: about 1e-2 relative from
+ *   same per-column bits (tm__cpu_mm_kernels). Where the ISA has a four-row dot
+ *   (AVX-512 VNNI: Q4_0, Q5_0, Q8_0), 4-aligned groups of rows take it for every
+ *   column count instead (weights unpacked once per block for up to 4 columns,
+ *   one activation load per 4 rows), and the other rows the best one-column dot,
+ *   so an output's bits never depend on the batch. Error: about 1e-2 relative from
  *   the 8-bit activations for quantized weights; float weights stay within
  *   float rounding.
  * - Tiling for T > 1 (prefill): the N weight rows are cut into chunks of
@@ -65,15 +69,16 @@ size_t tm__cpu_mul_mat_scratch(const tm_tensor *dst) {
 }
 
 typedef struct mm_rows_args {
-    tm_cpu_vec_dot  dot;
-    tm_cpu_vec_dot4 dot4; /* optional: 4 columns per weight row */
-    const char     *w;    /* weight rows */
-    size_t          wrow; /* bytes per weight row */
-    const char     *x;    /* activation columns (quantized or f32) */
-    size_t          xrow; /* bytes per activation column */
-    char           *y;
-    size_t          yrow; /* bytes per output column */
-    int64_t         K, T;
+    tm_cpu_vec_dot_r4 r4; /* optional: 4 rows x many columns (then dot4 is unused) */
+    tm_cpu_vec_dot    dot;
+    tm_cpu_vec_dot4   dot4; /* optional: 4 columns per weight row */
+    const char       *w;    /* weight rows */
+    size_t            wrow; /* bytes per weight row */
+    const char       *x;    /* activation columns (quantized or f32) */
+    size_t            xrow; /* bytes per activation column */
+    char             *y;
+    size_t            yrow; /* bytes per output column */
+    int64_t           K, T;
 } mm_rows_args;
 
 /* Outputs of weight rows [n0, n1) for every column, in tiles (see DESIGN). */
@@ -83,6 +88,20 @@ static void mm_rows(const mm_rows_args *a, int64_t n0, int64_t n1) {
         for (int64_t t0 = 0; t0 < a->T; t0 += MM_TILE_T) {
             const int64_t t1 = t0 + MM_TILE_T < a->T ? t0 + MM_TILE_T : a->T;
             int64_t       t = t0;
+            if (a->r4 != NULL) {
+                /* groups of 4 rows (4-aligned: chunks are multiples of MM_TILE_N), every
+                 * column; a row outside a group uses the one-column dot below */
+                int64_t n = m0;
+                for (; n + 4 <= m1; n += 4)
+                    a->r4(a->K, (float *)(a->y + (size_t)t0 * a->yrow) + n, a->yrow / sizeof(float),
+                          a->w + (size_t)n * a->wrow, a->wrow, a->x + (size_t)t0 * a->xrow, a->xrow,
+                          (int)(t1 - t0));
+                for (; n < m1; n++)
+                    for (t = t0; t < t1; t++)
+                        a->dot(a->K, (float *)(a->y + (size_t)t * a->yrow) + n,
+                               a->w + (size_t)n * a->wrow, a->x + (size_t)t * a->xrow);
+                continue;
+            }
             if (a->dot4 != NULL)
                 for (; t + 4 <= t1; t += 4) {
                     const void *xt = a->x + (size_t)t * a->xrow;
@@ -125,11 +144,13 @@ static void mm_mul_mat_dot(const tm_tensor *dst, tm_cpu_vec_kind kind, int ith, 
         }
         xq = scratch;
     }
-    const mm_rows_args a = {dot,       tm__cpu_dot4_get(w->dtype, tm__cpu_isa()),
-                            w->data,   w->nb[1],
-                            xq,        xrow,
-                            dst->data, dst->nb[1],
-                            K,         T};
+    const tm_cpu_vec_dot_r4 r4 = tm__cpu_dot_r4_get(w->dtype, tm__cpu_isa());
+    if (r4 != NULL) { /* rows outside a 4-row group: the same dot for every batch size */
+        dot = tm__cpu_dot_get(w->dtype, tm__cpu_isa());
+        dot4 = NULL;
+    }
+    const mm_rows_args a = {r4,   dot,       dot4,       w->data, w->nb[1], xq,
+                            xrow, dst->data, dst->nb[1], K,       T};
     int64_t            c = tm__cpu_chunk_claim();
     if (c < 0) { /* no pool (single-node call): a fixed split */
         int64_t r0, r1;

@@ -116,6 +116,121 @@ AVX512 static void x5_dot_q4_0(int64_t n, float *s, const void *w, const void *x
     *s = r;
 }
 
+/* ---- four weight rows x columns (Q4_0 / Q5_0 / Q8_0) ------------------------------
+ * Two rows per 512-bit register, one block (32 codes as unsigned bytes) per 256-bit
+ * half; a column's 32 activations are broadcast to both halves, so one vpdpbusd
+ * gives 8 int32 partial sums for each of two rows. The code offset (8, 16 or 128)
+ * times the activation sums is one vpdpbusd per column and block, shared by the 4
+ * rows. The rows' f16 scales are converted together and spread to the halves with
+ * one permute each. Weights are unpacked once per block for up to 4 columns. */
+
+/* Block codes of two rows (block pointers b0, b1) as unsigned bytes, element order. */
+AVX512 static inline __m512i x5_codes2(tm_dtype t, const uint8_t *b0, const uint8_t *b1) {
+    if (t == TM_DTYPE_Q8_0) {
+        const __m512i q = _mm512_inserti64x4(
+            _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(b0 + 2))),
+            _mm256_loadu_si256((const __m256i *)(b1 + 2)), 1);
+        return _mm512_xor_si512(q, _mm512_set1_epi8((char)0x80));
+    }
+    const int     qo = t == TM_DTYPE_Q4_0 ? 2 : 6; /* nibbles after d (and qh) */
+    const __m128i n0 = _mm_loadu_si128((const __m128i *)(b0 + qo));
+    const __m128i n1 = _mm_loadu_si128((const __m128i *)(b1 + qo));
+    const __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_broadcastsi128_si256(n0)),
+                                         _mm256_broadcastsi128_si256(n1), 1);
+    /* 128-bit lanes: low nibbles (elements 0..15), high nibbles (16..31), per row */
+    __m512i u = _mm512_and_si512(_mm512_mask_blend_epi64(0xCC, v, _mm512_srli_epi16(v, 4)),
+                                 _mm512_set1_epi8(0x0F));
+    if (t == TM_DTYPE_Q5_0) { /* fifth bit j of qh -> + 16 on element j */
+        uint32_t h0, h1;
+        memcpy(&h0, b0 + 2, 4);
+        memcpy(&h1, b1 + 2, 4);
+        const __mmask64 m = _cvtu64_mask64((uint64_t)h0 | ((uint64_t)h1 << 32));
+        u = _mm512_mask_add_epi8(u, m, u, _mm512_set1_epi8(16));
+    }
+    return u;
+}
+
+/* {sum of a's low half, of a's high half, of b's low, of b's high}. */
+AVX512 static inline __m128 x5_hsum4(__m512 a, __m512 b) {
+    const __m256 h01 =
+        _mm256_hadd_ps(_mm512_castps512_ps256(a),
+                       _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)));
+    const __m256 h23 =
+        _mm256_hadd_ps(_mm512_castps512_ps256(b),
+                       _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(b), 1)));
+    const __m256 h = _mm256_hadd_ps(h01, h23);
+    return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
+__attribute__((always_inline)) AVX512 static inline void x5_r4_body(tm_dtype t, int nc, int64_t n,
+                                                                    float *s, size_t ss,
+                                                                    const uint8_t *w, size_t ws,
+                                                                    const char *x, size_t xs) {
+    const int     bs = t == TM_DTYPE_Q8_0 ? 34 : t == TM_DTYPE_Q5_0 ? 22 : 18;
+    const __m512i offv = _mm512_set1_epi8((char)(t == TM_DTYPE_Q8_0   ? 128
+                                                 : t == TM_DTYPE_Q5_0 ? 16
+                                                                      : 8));
+    const __m512i i01 = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+    const __m512i i23 = _mm512_set_epi32(3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2);
+    __m512        a01[4], a23[4];
+    for (int c = 0; c < nc; c++)
+        a01[c] = a23[c] = _mm512_setzero_ps();
+    const uint8_t *b0 = w, *b1 = w + ws, *b2 = w + 2 * ws, *b3 = w + 3 * ws;
+    /* The 4 rows are 4 short interleaved streams the hardware prefetcher barely
+     * learns; the next group of rows (contiguous, right after these) is prefetched
+     * in step, 4 * bs bytes per block. */
+    const char *pf = (const char *)w + 4 * ws;
+    for (int64_t i = 0; i < n / TM_QK32; i++, b0 += bs, b1 += bs, b2 += bs, b3 += bs) {
+        for (int o = 0; o < 4 * bs; o += 64)
+            _mm_prefetch(pf + i * 4 * bs + o, _MM_HINT_T0);
+        const __m512i u01 = x5_codes2(t, b0, b1), u23 = x5_codes2(t, b2, b3);
+        uint16_t      h[4];
+        memcpy(&h[0], b0, 2);
+        memcpy(&h[1], b1, 2);
+        memcpy(&h[2], b2, 2);
+        memcpy(&h[3], b3, 2);
+        uint64_t h64;
+        memcpy(&h64, h, 8);
+        const __m128 dw = _mm_cvtph_ps(_mm_cvtsi64_si128((long long)h64));
+        for (int c = 0; c < nc; c++) {
+            const tm_q8_32 *y = (const tm_q8_32 *)(x + (size_t)c * xs) + i;
+            const __m512i   yb = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)y->q));
+            const __m512i   z = _mm512_setzero_si512();
+            const __m512i   off = _mm512_dpbusd_epi32(z, offv, yb);
+            const __m512i   p01 = _mm512_sub_epi32(_mm512_dpbusd_epi32(z, u01, yb), off);
+            const __m512i   p23 = _mm512_sub_epi32(_mm512_dpbusd_epi32(z, u23, yb), off);
+            const __m512    d4 = _mm512_castps128_ps512(_mm_mul_ps(dw, _mm_set1_ps(y->d)));
+            a01[c] =
+                _mm512_fmadd_ps(_mm512_permutexvar_ps(i01, d4), _mm512_cvtepi32_ps(p01), a01[c]);
+            a23[c] =
+                _mm512_fmadd_ps(_mm512_permutexvar_ps(i23, d4), _mm512_cvtepi32_ps(p23), a23[c]);
+        }
+    }
+    for (int c = 0; c < nc; c++)
+        _mm_storeu_ps(s + (size_t)c * ss, x5_hsum4(a01[c], a23[c]));
+}
+
+#define X5_R4(name, T)                                                                             \
+    AVX512 static void name(int64_t n, float *s, size_t ss, const void *w, size_t ws,              \
+                            const void *x, size_t xs, int nc) {                                    \
+        for (; nc >= 4; nc -= 4, s += 4 * ss, x = (const char *)x + 4 * xs)                        \
+            x5_r4_body(T, 4, n, s, ss, w, ws, x, xs);                                              \
+        for (; nc > 0; nc--, s += ss, x = (const char *)x + xs)                                    \
+            x5_r4_body(T, 1, n, s, ss, w, ws, x, xs);                                              \
+    }
+X5_R4(x5_r4_q4_0, TM_DTYPE_Q4_0)
+X5_R4(x5_r4_q5_0, TM_DTYPE_Q5_0)
+X5_R4(x5_r4_q8_0, TM_DTYPE_Q8_0)
+
+tm_cpu_vec_dot_r4 tm__cpu_dot_r4_avx512(tm_dtype t) {
+    switch (t) {
+    case TM_DTYPE_Q4_0: return x5_r4_q4_0;
+    case TM_DTYPE_Q5_0: return x5_r4_q5_0;
+    case TM_DTYPE_Q8_0: return x5_r4_q8_0;
+    default: return NULL;
+    }
+}
+
 tm_cpu_vec_dot tm__cpu_dot_avx512(tm_dtype t) {
     switch (t) {
     case TM_DTYPE_Q4_0: return x5_dot_q4_0;
@@ -125,6 +240,11 @@ tm_cpu_vec_dot tm__cpu_dot_avx512(tm_dtype t) {
 }
 
 #else /* not x86-64 */
+
+tm_cpu_vec_dot_r4 tm__cpu_dot_r4_avx512(tm_dtype t) {
+    (void)t;
+    return NULL;
+}
 
 tm_cpu_vec_dot tm__cpu_dot_avx512(tm_dtype t) {
     (void)t;

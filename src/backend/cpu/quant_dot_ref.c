@@ -404,6 +404,10 @@ tm_cpu_vec_dot tm__cpu_dot_get(tm_dtype t, tm_cpu_isa isa) {
     return f != NULL ? f : tm__cpu_dot_ref(t);
 }
 
+tm_cpu_vec_dot_r4 tm__cpu_dot_r4_get(tm_dtype t, tm_cpu_isa isa) {
+    return isa >= TM_CPU_ISA_AVX512 ? tm__cpu_dot_r4_avx512(t) : NULL;
+}
+
 tm_cpu_vec_dot4 tm__cpu_dot4_get(tm_dtype t, tm_cpu_isa isa) {
     return isa >= TM_CPU_ISA_AVX2 ? tm__cpu_dot4_avx2(t) : NULL;
 }

@@ -68,6 +68,13 @@ typedef void (*tm_cpu_vec_dot)(int64_t n, float *s, const void *w, const void *x
  * bits as the one-column dot of the same ISA gives. */
 typedef void (*tm_cpu_vec_dot4)(int64_t n, float *s, const void *w, const void *x, size_t x_stride);
 
+/* Four weight rows (at w, w + w_stride, ...) times nc activation columns (at x,
+ * x + x_stride, ...): s[c * s_stride + r] = dot(row r, column c). Each weight block
+ * is unpacked once for all the columns; a column's four results have the same bits
+ * whatever nc is (batching never changes an answer). */
+typedef void (*tm_cpu_vec_dot_r4)(int64_t n, float *s, size_t s_stride, const void *w,
+                                  size_t w_stride, const void *x, size_t x_stride, int nc);
+
 /* Activation kind a weight dtype pairs with; NONE when no dot exists. */
 tm_cpu_vec_kind tm__cpu_vec_kind(tm_dtype t);
 
@@ -87,6 +94,10 @@ void tm__cpu_quantize_q8_k_avx2(const float *x, tm_q8_k *out, int64_t n);
 tm_cpu_vec_dot tm__cpu_dot_ref(tm_dtype t);
 tm_cpu_vec_dot tm__cpu_dot_avx2(tm_dtype t);
 tm_cpu_vec_dot tm__cpu_dot_avx512(tm_dtype t);
+
+/* Four-row dots (AVX-512 VNNI: Q4_0, Q5_0, Q8_0); NULL where there is none. */
+tm_cpu_vec_dot_r4 tm__cpu_dot_r4_avx512(tm_dtype t);
+tm_cpu_vec_dot_r4 tm__cpu_dot_r4_get(tm_dtype t, tm_cpu_isa isa);
 
 /* Four-column dots (AVX2 only so far); NULL where there is none. */
 tm_cpu_vec_dot4 tm__cpu_dot4_avx2(tm_dtype t);
