@@ -346,15 +346,29 @@ TEST(r4_dots) {
                 ASSERT_OK(tm_quantize_row(t, w + r * n, wq + (size_t)r * rb, n));
             for (int c = 0; c < NC; c++)
                 qd_vec(t, x + c * n, n, xv + (size_t)c * xs);
-            if (exact) { /* scales 1.0, small integer activations with d = 1 */
+            if (exact) { /* f16 scales 1.0, small integer activations with d = 1 */
                 const tm_dtype_traits *tr = tm_dtype_get_traits(t);
                 for (int r = 0; r < 4; r++)
-                    for (int64_t b = 0; b < n / tr->blck_size; b++) {
-                        uint8_t *blk = wq + (size_t)r * rb + (size_t)b * tr->type_size;
-                        blk[0] = 0x00;
-                        blk[1] = 0x3C;
-                    }
+                    for (int64_t b = 0; b < n / tr->blck_size; b++)
+                        for (const int *fo = qd_scale_fields(t); *fo >= 0; fo++) {
+                            uint8_t *blk = wq + (size_t)r * rb + (size_t)b * tr->type_size;
+                            blk[*fo] = 0x00;
+                            blk[*fo + 1] = 0x3C;
+                        }
                 for (int c = 0; c < NC; c++) {
+                    if (tm__cpu_vec_kind(t) == TM_CPU_VEC_Q8_K) {
+                        tm_q8_k *y = (tm_q8_k *)(xv + (size_t)c * xs);
+                        for (int64_t b = 0; b < n / TM_QKK; b++) {
+                            y[b].d = 1.0f;
+                            for (int g = 0; g < 16; g++) {
+                                int sum = 0;
+                                for (int l = 16 * g; l < 16 * g + 16; l++)
+                                    sum += y[b].q[l] = (int8_t)(y[b].q[l] / 16);
+                                y[b].bsums[g] = (int16_t)sum;
+                            }
+                        }
+                        continue;
+                    }
                     tm_q8_32 *y = (tm_q8_32 *)(xv + (size_t)c * xs);
                     for (int64_t b = 0; b < n / TM_QK32; b++) {
                         y[b].d = 1.0f;

@@ -10,7 +10,7 @@
  *   run time by tm__cpu_isa(); TM_CPU_REF=1 forces plain C). Batches of 4+
  *   columns use four-column dots (one weight unpack per 4 columns) with the
  *   same per-column bits (tm__cpu_mm_kernels). Where the ISA has a four-row dot
- *   (AVX-512 VNNI: Q4_0, Q5_0, Q8_0), 4-aligned groups of rows take it for every
+ *   (AVX-512 VNNI: Q4_0, Q5_0, Q8_0, Q4_K, Q6_K), 4-aligned groups of rows take it for every
  *   column count instead (weights unpacked once per block for up to 4 columns,
  *   one activation load per 4 rows), and the other rows the best one-column dot,
  *   so an output's bits never depend on the batch. Error: about 1e-2 relative from

@@ -222,11 +222,135 @@ X5_R4(x5_r4_q4_0, TM_DTYPE_Q4_0)
 X5_R4(x5_r4_q5_0, TM_DTYPE_Q5_0)
 X5_R4(x5_r4_q8_0, TM_DTYPE_Q8_0)
 
+/* ---- K formats, one weight row x up to four columns (Q4_K / Q6_K) -------------------
+ * Each 64-element run of codes is built in one 512-bit register in element order
+ * (Q4_K: 32 bytes broadcast, the upper copy shifted to its high nibbles; Q6_K: 64
+ * low-nibble bytes plus the 2-bit high parts), so the column's activations are one
+ * plain 64-byte load. vpmaddubsw makes int16 pair sums and vpdpwssd multiplies them
+ * by the sub-block scales (spread with vpermw) into int32 lanes; the min / offset
+ * term is one 256-bit vpdpwssd of the scales or mins against the block sums. One
+ * float FMA per super-block and column. The row's codes and scales are built once
+ * for up to four columns; rows run one after another (one contiguous stream). */
+
+/* Q4_K / Q5_K 6-bit scales and mins of one super-block: bytes 0..7 scales, 8..15 mins. */
+AVX512 static inline __m128i x5_k4_scales(const uint8_t *q) {
+    uint32_t u[4];
+    memcpy(u, q, 12);
+    u[3] = ((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4);
+    const uint32_t m03 = u[1] & 0x3f3f3f3fu;
+    u[1] = (u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4);
+    u[2] = m03;
+    u[0] &= 0x3f3f3f3fu;
+    return _mm_loadu_si128((const __m128i *)u);
+}
+
+/* Word w of the result = word idx(w) of v, for the four 64-element runs g: Q4_K run g
+ * holds sub-blocks 2g, 2g + 1 (32 elements each); Q6_K run g sub-blocks 4g .. 4g + 3. */
+AVX512 static inline __m512i x5_spread(__m512i v, int per, int first) {
+    int16_t idx[32];
+    for (int w = 0; w < 32; w++)
+        idx[w] = (int16_t)(first + w / per);
+    return _mm512_permutexvar_epi16(_mm512_loadu_si512(idx), v);
+}
+
+__attribute__((always_inline)) AVX512 static inline void x5_k_row(tm_dtype t, int nc, int64_t n,
+                                                                  float *s, size_t ss,
+                                                                  const uint8_t *b, const char *x,
+                                                                  size_t xs) {
+    const __m512i   m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
+    const __mmask32 up = 0xFFFF0000u; /* upper 256 bits, in 16-bit lanes */
+    __m256          acc[8];
+    for (int c = 0; c < nc; c++)
+        acc[c] = _mm256_setzero_ps();
+    const int bs = t == TM_DTYPE_Q4_K ? 144 : 210;
+    for (int64_t i = 0; i < n / TM_QKK; i++, b += bs) {
+        __m512i u[4], sc[4];
+        __m256i sm; /* Q4_K: mins, each twice (pairs of block sums); Q6_K: scales */
+        float   d, dm = 0.0f;
+        if (t == TM_DTYPE_Q4_K) {
+            const __m128i v = x5_k4_scales(b + 4);
+            const __m512i s16 = _mm512_castsi128_si512(_mm_cvtepu8_epi16(v));
+            const __m512i m16 = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_srli_si128(v, 8)));
+            for (int g = 0; g < 4; g++) {
+                const __m512i z =
+                    _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b + 16 + 32 * g)));
+                u[g] = _mm512_and_si512(_mm512_mask_srli_epi16(z, up, z, 4), m4);
+                sc[g] = x5_spread(s16, 16, 2 * g);
+            }
+            sm = _mm512_castsi512_si256(x5_spread(m16, 2, 0));
+            d = x5_f16(b);
+            dm = x5_f16(b + 2);
+        } else {
+            const __m256i s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b + 192)));
+            for (int h = 0; h < 2; h++) {
+                const __m512i l = _mm512_loadu_si512(b + 64 * h);
+                const __m512i q =
+                    _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b + 128 + 32 * h)));
+                const __m512i q2 = _mm512_srli_epi16(q, 4);
+                const __m512i ha = _mm512_and_si512(
+                    _mm512_slli_epi16(_mm512_mask_srli_epi16(q, up, q, 2), 4), m30);
+                const __m512i hb = _mm512_and_si512(
+                    _mm512_slli_epi16(_mm512_mask_srli_epi16(q2, up, q2, 2), 4), m30);
+                u[2 * h] = _mm512_or_si512(_mm512_and_si512(l, m4), ha);
+                u[2 * h + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4), hb);
+                sc[2 * h] = x5_spread(_mm512_castsi256_si512(s16), 8, 8 * h);
+                sc[2 * h + 1] = x5_spread(_mm512_castsi256_si512(s16), 8, 8 * h + 4);
+            }
+            sm = s16;
+            d = x5_f16(b + 208);
+        }
+        for (int c = 0; c < nc; c++) {
+            const tm_q8_k *y = (const tm_q8_k *)(x + (size_t)c * xs) + i;
+            __m512i        a = _mm512_setzero_si512();
+            for (int g = 0; g < 4; g++)
+                a = _mm512_dpwssd_epi32(
+                    a, _mm512_maddubs_epi16(u[g], _mm512_loadu_si512(y->q + 64 * g)), sc[g]);
+            const __m256i bsum = _mm256_loadu_si256((const __m256i *)y->bsums);
+            const __m256i mi = _mm256_dpwssd_epi32(_mm256_setzero_si256(), sm, bsum);
+            __m256i       is =
+                _mm256_add_epi32(_mm512_castsi512_si256(a), _mm512_extracti64x4_epi64(a, 1));
+            if (t == TM_DTYPE_Q6_K) { /* codes carry +32: subtract 32 * scale * block sum */
+                is = _mm256_sub_epi32(is, _mm256_slli_epi32(mi, 5));
+                acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(d * y->d), _mm256_cvtepi32_ps(is), acc[c]);
+            } else {
+                acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(d * y->d), _mm256_cvtepi32_ps(is), acc[c]);
+                acc[c] =
+                    _mm256_fnmadd_ps(_mm256_set1_ps(dm * y->d), _mm256_cvtepi32_ps(mi), acc[c]);
+            }
+        }
+    }
+    for (int c = 0; c < nc; c++) {
+        __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc[c]), _mm256_extractf128_ps(acc[c], 1));
+        h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_add_ss(h, _mm_movehdup_ps(h));
+        s[(size_t)c * ss] = _mm_cvtss_f32(h);
+    }
+}
+
+#define X5_KR4(name, T)                                                                            \
+    AVX512 static void name(int64_t n, float *s, size_t ss, const void *w, size_t ws,              \
+                            const void *x, size_t xs, int nc) {                                    \
+        for (int r = 0; r < 4; r++) {                                                              \
+            const uint8_t *wr = (const uint8_t *)w + (size_t)r * ws;                               \
+            int            c = 0;                                                                  \
+            for (; c + 8 <= nc; c += 8)                                                            \
+                x5_k_row(T, 8, n, s + (size_t)c * ss + r, ss, wr, (const char *)x + c * xs, xs);   \
+            for (; c + 4 <= nc; c += 4)                                                            \
+                x5_k_row(T, 4, n, s + (size_t)c * ss + r, ss, wr, (const char *)x + c * xs, xs);   \
+            for (; c < nc; c++)                                                                    \
+                x5_k_row(T, 1, n, s + (size_t)c * ss + r, ss, wr, (const char *)x + c * xs, xs);   \
+        }                                                                                          \
+    }
+X5_KR4(x5_r4_q4_k, TM_DTYPE_Q4_K)
+X5_KR4(x5_r4_q6_k, TM_DTYPE_Q6_K)
+
 tm_cpu_vec_dot_r4 tm__cpu_dot_r4_avx512(tm_dtype t) {
     switch (t) {
     case TM_DTYPE_Q4_0: return x5_r4_q4_0;
     case TM_DTYPE_Q5_0: return x5_r4_q5_0;
     case TM_DTYPE_Q8_0: return x5_r4_q8_0;
+    case TM_DTYPE_Q4_K: return x5_r4_q4_k;
+    case TM_DTYPE_Q6_K: return x5_r4_q6_k;
     default: return NULL;
     }
 }

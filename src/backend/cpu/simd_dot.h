@@ -95,7 +95,7 @@ tm_cpu_vec_dot tm__cpu_dot_ref(tm_dtype t);
 tm_cpu_vec_dot tm__cpu_dot_avx2(tm_dtype t);
 tm_cpu_vec_dot tm__cpu_dot_avx512(tm_dtype t);
 
-/* Four-row dots (AVX-512 VNNI: Q4_0, Q5_0, Q8_0); NULL where there is none. */
+/* Four-row dots (AVX-512 VNNI: Q4_0, Q5_0, Q8_0, Q4_K, Q6_K); NULL where there is none. */
 tm_cpu_vec_dot_r4 tm__cpu_dot_r4_avx512(tm_dtype t);
 tm_cpu_vec_dot_r4 tm__cpu_dot_r4_get(tm_dtype t, tm_cpu_isa isa);
 
