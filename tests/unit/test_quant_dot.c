@@ -371,9 +371,11 @@ TEST(r4_dots) {
                     }
                     tm_q8_32 *y = (tm_q8_32 *)(xv + (size_t)c * xs);
                     for (int64_t b = 0; b < n / TM_QK32; b++) {
-                        y[b].d = 1.0f;
+                        int sum = 0;
                         for (int l = 0; l < TM_QK32; l++)
-                            y[b].q[l] = (int8_t)(y[b].q[l] / 16);
+                            sum += y[b].q[l] = (int8_t)(y[b].q[l] / 16);
+                        y[b].d = 1.0f;
+                        y[b].s = (float)sum; /* the tm_q8_32 invariant: d * sum of q */
                     }
                 }
             }

@@ -120,9 +120,10 @@ AVX512 static void x5_dot_q4_0(int64_t n, float *s, const void *w, const void *x
  * Two rows per 512-bit register, one block (32 codes as unsigned bytes) per 256-bit
  * half; a column's 32 activations are broadcast to both halves, so one vpdpbusd
  * gives 8 int32 partial sums for each of two rows. The code offset (8, 16 or 128)
- * times the activation sums is one vpdpbusd per column and block, shared by the 4
- * rows. The rows' f16 scales are converted together and spread to the halves with
- * one permute each. Weights are unpacked once per block for up to 4 columns. */
+ * is taken out once at the end: offset * sum over blocks of d_w * s_y (tm_q8_32.s =
+ * d_y * sum of the block's codes), one 4-lane FMA per column and block. The rows' f16 scales are
+ * converted together and spread to the halves with one permute each. Weights are unpacked once per
+ * block for up to 4 columns. */
 
 /* Block codes of two rows (block pointers b0, b1) as unsigned bytes, element order. */
 AVX512 static inline __m512i x5_codes2(tm_dtype t, const uint8_t *b0, const uint8_t *b1) {
@@ -167,14 +168,15 @@ __attribute__((always_inline)) AVX512 static inline void x5_r4_body(tm_dtype t, 
                                                                     const uint8_t *w, size_t ws,
                                                                     const char *x, size_t xs) {
     const int     bs = t == TM_DTYPE_Q8_0 ? 34 : t == TM_DTYPE_Q5_0 ? 22 : 18;
-    const __m512i offv = _mm512_set1_epi8((char)(t == TM_DTYPE_Q8_0   ? 128
-                                                 : t == TM_DTYPE_Q5_0 ? 16
-                                                                      : 8));
+    const float   off = t == TM_DTYPE_Q8_0 ? 128.0f : t == TM_DTYPE_Q5_0 ? 16.0f : 8.0f;
     const __m512i i01 = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
     const __m512i i23 = _mm512_set_epi32(3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2);
     __m512        a01[4], a23[4];
-    for (int c = 0; c < nc; c++)
+    __m128        corr[4]; /* per row: sum over blocks of d_w * s_y (the offset term) */
+    for (int c = 0; c < nc; c++) {
         a01[c] = a23[c] = _mm512_setzero_ps();
+        corr[c] = _mm_setzero_ps();
+    }
     const uint8_t *b0 = w, *b1 = w + ws, *b2 = w + 2 * ws, *b3 = w + 3 * ws;
     /* The 4 rows are 4 short interleaved streams the hardware prefetcher barely
      * learns; the next group of rows (contiguous, right after these) is prefetched
@@ -192,22 +194,25 @@ __attribute__((always_inline)) AVX512 static inline void x5_r4_body(tm_dtype t, 
         uint64_t h64;
         memcpy(&h64, h, 8);
         const __m128 dw = _mm_cvtph_ps(_mm_cvtsi64_si128((long long)h64));
+        const __m512 dw01 = _mm512_permutexvar_ps(i01, _mm512_castps128_ps512(dw));
+        const __m512 dw23 = _mm512_permutexvar_ps(i23, _mm512_castps128_ps512(dw));
         for (int c = 0; c < nc; c++) {
             const tm_q8_32 *y = (const tm_q8_32 *)(x + (size_t)c * xs) + i;
             const __m512i   yb = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)y->q));
             const __m512i   z = _mm512_setzero_si512();
-            const __m512i   off = _mm512_dpbusd_epi32(z, offv, yb);
-            const __m512i   p01 = _mm512_sub_epi32(_mm512_dpbusd_epi32(z, u01, yb), off);
-            const __m512i   p23 = _mm512_sub_epi32(_mm512_dpbusd_epi32(z, u23, yb), off);
-            const __m512    d4 = _mm512_castps128_ps512(_mm_mul_ps(dw, _mm_set1_ps(y->d)));
-            a01[c] =
-                _mm512_fmadd_ps(_mm512_permutexvar_ps(i01, d4), _mm512_cvtepi32_ps(p01), a01[c]);
-            a23[c] =
-                _mm512_fmadd_ps(_mm512_permutexvar_ps(i23, d4), _mm512_cvtepi32_ps(p23), a23[c]);
+            const __m512    p01 =
+                _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(z, u01, yb)), dw01);
+            const __m512 p23 =
+                _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(z, u23, yb)), dw23);
+            const __m512 dy = _mm512_set1_ps(y->d);
+            a01[c] = _mm512_fmadd_ps(p01, dy, a01[c]);
+            a23[c] = _mm512_fmadd_ps(p23, dy, a23[c]);
+            corr[c] = _mm_fmadd_ps(dw, _mm_set1_ps(y->s), corr[c]);
         }
     }
     for (int c = 0; c < nc; c++)
-        _mm_storeu_ps(s + (size_t)c * ss, x5_hsum4(a01[c], a23[c]));
+        _mm_storeu_ps(s + (size_t)c * ss,
+                      _mm_fnmadd_ps(_mm_set1_ps(off), corr[c], x5_hsum4(a01[c], a23[c])));
 }
 
 #define X5_R4(name, T)                                                                             \
