@@ -379,7 +379,25 @@ TEST(r4_dots) {
                     }
                 }
             }
-            float all[NC * 4], one[4];
+            float             all[NC * 4], one[4], tile[16];
+            tm_cpu_vec_dot_t4 t4 = tm__cpu_dot_t4_get(t, tm__cpu_isa_supported());
+            if (t4 != NULL) { /* columns 0..3 interleaved, against the reference */
+                tm_q8_32x4 *xi = malloc((size_t)(n / TM_QK32) * sizeof(tm_q8_32x4));
+                tm__cpu_q8_32_interleave4(xv, xs, n / TM_QK32, xi);
+                t4(n, tile, 4, wq, rb, xi, 0, 1);
+                for (int c = 0; c < 4; c++)
+                    for (int r = 0; r < 4; r++) {
+                        float ref;
+                        tm__cpu_dot_ref(t)(n, &ref, wq + (size_t)r * rb, xv + (size_t)c * xs);
+                        const double tol = exact ? 0.0 : 1e-5 * (fabs(ref) + 1.0);
+                        if (fabs((double)tile[4 * c + r] - ref) > tol)
+                            TM__FAIL_AT("%s%s tile row %d col %d: %.9g vs ref %.9g",
+                                        tm_dtype_name(t), exact ? " (exact)" : "", r, c,
+                                        tile[4 * c + r], ref);
+                        n_checked++;
+                    }
+                free(xi);
+            }
             r4(n, all, 4, wq, rb, xv, xs, NC);
             for (int c = 0; c < NC; c++) {
                 r4(n, one, 4, wq, rb, xv + (size_t)c * xs, xs, 1);
@@ -455,11 +473,28 @@ static void qd_check_mul_mat(tm_dtype t, int K, int N, int T) {
     tm_cpu_vec_dot_r4 r4 = tm__cpu_dot_r4_get(t, tm__cpu_isa());
     if (r4 != NULL)
         dot = tm__cpu_dot_get(t, tm__cpu_isa());
+    /* with a tile dot too: whole groups of 4 columns of each 32-column tile take it */
+    tm_cpu_vec_dot_t4 t4 = T >= 4 ? tm__cpu_dot_t4_get(t, tm__cpu_isa()) : NULL;
     for (int tt = 0; tt < T; tt++) {
         qd_vec(t, x + (size_t)tt * K, K, xv);
         for (int n = 0; n < N; n++) {
-            float r;
-            if (r4 != NULL && n / 4 * 4 + 4 <= N) {
+            float         r;
+            const int64_t t0 = tt / 32 * 32, t1 = t0 + 32 < T ? t0 + 32 : T;
+            const bool    tiled = t4 != NULL && tt < t0 + (t1 - t0) / 4 * 4;
+            if (r4 != NULL && n / 4 * 4 + 4 <= N && tiled) { /* its group of 4 columns */
+                const int64_t nb = K / TM_QK32, c0 = tt / 4 * 4;
+                char         *x4 = malloc(4 * (size_t)K + 1024);
+                tm_q8_32x4   *xi = malloc((size_t)nb * sizeof(tm_q8_32x4));
+                const size_t  xs4 = tm__cpu_vec_row_bytes(TM_CPU_VEC_Q8_32, K);
+                for (int c = 0; c < 4; c++)
+                    qd_vec(t, x + (size_t)(c0 + c) * K, K, x4 + (size_t)c * xs4);
+                tm__cpu_q8_32_interleave4(x4, xs4, nb, xi);
+                float o[16];
+                t4(K, o, 4, wq + (size_t)(n / 4 * 4) * rb, rb, xi, 0, 1);
+                r = o[(tt - c0) * 4 + n % 4];
+                free(x4);
+                free(xi);
+            } else if (r4 != NULL && n / 4 * 4 + 4 <= N) {
                 float r4s[4];
                 r4(K, r4s, 4, wq + (size_t)(n / 4 * 4) * rb, rb, xv, 0, 1);
                 r = r4s[n % 4];

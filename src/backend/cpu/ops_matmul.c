@@ -65,11 +65,17 @@ size_t tm__cpu_mul_mat_scratch(const tm_tensor *dst) {
     /* room for the quantized columns whichever path runs (use_ref may change) */
     if ((k == TM_CPU_VEC_Q8_32 && K % TM_QK32 == 0) || (k == TM_CPU_VEC_Q8_K && K % TM_QKK == 0))
         s += tm__cpu_vec_row_bytes(k, K) * (size_t)T;
+    /* and for their four-column interleaved copy (tile dots) */
+    if (k == TM_CPU_VEC_Q8_32 && K % TM_QK32 == 0)
+        s += (size_t)(T / 4) * (size_t)(K / TM_QK32) * sizeof(tm_q8_32x4);
     return s;
 }
 
 typedef struct mm_rows_args {
-    tm_cpu_vec_dot_r4 r4; /* optional: 4 rows x many columns (then dot4 is unused) */
+    tm_cpu_vec_dot_t4 t4;    /* optional, with r4: 4 rows x groups of 4 interleaved columns */
+    const char       *xi;    /* the interleaved groups (tm_q8_32x4 rows) */
+    size_t            xirow; /* bytes per group */
+    tm_cpu_vec_dot_r4 r4;    /* optional: 4 rows x many columns (then dot4 is unused) */
     tm_cpu_vec_dot    dot;
     tm_cpu_vec_dot4   dot4; /* optional: 4 columns per weight row */
     const char       *w;    /* weight rows */
@@ -89,13 +95,23 @@ static void mm_rows(const mm_rows_args *a, int64_t n0, int64_t n1) {
             const int64_t t1 = t0 + MM_TILE_T < a->T ? t0 + MM_TILE_T : a->T;
             int64_t       t = t0;
             if (a->r4 != NULL) {
-                /* groups of 4 rows (4-aligned: chunks are multiples of MM_TILE_N), every
-                 * column; a row outside a group uses the one-column dot below */
-                int64_t n = m0;
-                for (; n + 4 <= m1; n += 4)
-                    a->r4(a->K, (float *)(a->y + (size_t)t0 * a->yrow) + n, a->yrow / sizeof(float),
-                          a->w + (size_t)n * a->wrow, a->wrow, a->x + (size_t)t0 * a->xrow, a->xrow,
-                          (int)(t1 - t0));
+                /* groups of 4 rows (4-aligned: chunks are multiples of MM_TILE_N): whole
+                 * groups of 4 columns through the tile dot where there is one (t0 is a
+                 * multiple of 4), the other columns through the four-row dot; a row
+                 * outside a group uses the one-column dot */
+                const int64_t tg = a->t4 != NULL ? t0 + (t1 - t0) / 4 * 4 : t0;
+                int64_t       n = m0;
+                for (; n + 4 <= m1; n += 4) {
+                    const char *wn = a->w + (size_t)n * a->wrow;
+                    if (tg > t0)
+                        a->t4(a->K, (float *)(a->y + (size_t)t0 * a->yrow) + n,
+                              a->yrow / sizeof(float), wn, a->wrow,
+                              a->xi + (size_t)(t0 / 4) * a->xirow, a->xirow, (int)((tg - t0) / 4));
+                    if (tg < t1)
+                        a->r4(a->K, (float *)(a->y + (size_t)tg * a->yrow) + n,
+                              a->yrow / sizeof(float), wn, a->wrow, a->x + (size_t)tg * a->xrow,
+                              a->xrow, (int)(t1 - tg));
+                }
                 for (; n < m1; n++)
                     for (t = t0; t < t1; t++)
                         a->dot(a->K, (float *)(a->y + (size_t)t * a->yrow) + n,
@@ -144,13 +160,21 @@ static void mm_mul_mat_dot(const tm_tensor *dst, tm_cpu_vec_kind kind, int ith, 
         }
         xq = scratch;
     }
+    const tm_cpu_vec_dot_t4 t4 =
+        kind == TM_CPU_VEC_Q8_32 && T >= 4 ? tm__cpu_dot_t4_get(w->dtype, tm__cpu_isa()) : NULL;
+    const size_t xirow = (size_t)(K / TM_QK32) * sizeof(tm_q8_32x4);
+    char        *xi = (char *)scratch + (size_t)T * xrow;
+    if (t4 != NULL)
+        for (int64_t g = 0; g < T / 4; g++)
+            tm__cpu_q8_32_interleave4(xq + (size_t)(4 * g) * xrow, xrow, K / TM_QK32,
+                                      (tm_q8_32x4 *)(xi + (size_t)g * xirow));
     const tm_cpu_vec_dot_r4 r4 = tm__cpu_dot_r4_get(w->dtype, tm__cpu_isa());
     if (r4 != NULL) { /* rows outside a 4-row group: the same dot for every batch size */
         dot = tm__cpu_dot_get(w->dtype, tm__cpu_isa());
         dot4 = NULL;
     }
-    const mm_rows_args a = {r4,   dot,       dot4,       w->data, w->nb[1], xq,
-                            xrow, dst->data, dst->nb[1], K,       T};
+    const mm_rows_args a = {t4,       xi, xirow, r4,        dot,        dot4, w->data,
+                            w->nb[1], xq, xrow,  dst->data, dst->nb[1], K,    T};
     int64_t            c = tm__cpu_chunk_claim();
     if (c < 0) { /* no pool (single-node call): a fixed split */
         int64_t r0, r1;

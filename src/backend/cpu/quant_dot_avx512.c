@@ -227,6 +227,94 @@ X5_R4(x5_r4_q4_0, TM_DTYPE_Q4_0)
 X5_R4(x5_r4_q5_0, TM_DTYPE_Q5_0)
 X5_R4(x5_r4_q8_0, TM_DTYPE_Q8_0)
 
+/* ---- four weight rows x groups of four columns (Q4_0 / Q5_0 / Q8_0), batches -------
+ * int32 lane 4r + c holds the block dot of row r and column c: for each 4-byte group
+ * g of the block, a two-source permute places row r's 4 codes in lanes 4r .. 4r + 3
+ * and the interleaved activations (tm_q8_32x4) put column c's 4 bytes in lane c of
+ * every 128-bit lane, so one vpdpbusd does 64 multiply-adds for 16 (row, column)
+ * pairs. Per block the 16 exact int32 sums get one convert and one FMA with the
+ * outer product of the row and column scales; the code offset is taken out at the
+ * end, as in the four-row dots. Two column groups share each permute. */
+
+__attribute__((always_inline)) AVX512 static inline void x5_t4_body(tm_dtype t, int ng, int64_t n,
+                                                                    float *s, size_t ss,
+                                                                    const uint8_t *w, size_t ws,
+                                                                    const char *x, size_t xs) {
+    const int     bs = t == TM_DTYPE_Q8_0 ? 34 : t == TM_DTYPE_Q5_0 ? 22 : 18;
+    const float   off = t == TM_DTYPE_Q8_0 ? 128.0f : t == TM_DTYPE_Q5_0 ? 16.0f : 8.0f;
+    const __m512i rep = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+    __m512        acc[4], corr[4];
+    for (int k = 0; k < ng; k++)
+        acc[k] = corr[k] = _mm512_setzero_ps();
+    const uint8_t *b0 = w, *b1 = w + ws, *b2 = w + 2 * ws, *b3 = w + 3 * ws;
+    const char    *pf = (const char *)w + 4 * ws;
+    for (int64_t i = 0; i < n / TM_QK32; i++, b0 += bs, b1 += bs, b2 += bs, b3 += bs) {
+        for (int o = 0; o < 4 * bs; o += 64)
+            _mm_prefetch(pf + i * 4 * bs + o, _MM_HINT_T0);
+        const __m512i u01 = x5_codes2(t, b0, b1), u23 = x5_codes2(t, b2, b3);
+        uint16_t      h[4];
+        memcpy(&h[0], b0, 2);
+        memcpy(&h[1], b1, 2);
+        memcpy(&h[2], b2, 2);
+        memcpy(&h[3], b3, 2);
+        uint64_t h64;
+        memcpy(&h64, h, 8);
+        const __m512 dw = _mm512_permutexvar_ps(
+            rep, _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi64_si128((long long)h64))));
+        const tm_q8_32x4 *y[4];
+        __m512i           is[4];
+        for (int k = 0; k < ng; k++) {
+            y[k] = (const tm_q8_32x4 *)(x + (size_t)k * xs) + i;
+            is[k] = _mm512_setzero_si512();
+        }
+        for (int g = 0; g < 8; g++) {
+            /* lanes 4r .. 4r + 3: dword g of row r (u01 rows 0, 1; u23 rows 2, 3) */
+            const __m512i a = _mm512_permutex2var_epi32(
+                u01, _mm512_add_epi32(_mm512_slli_epi32(rep, 3), _mm512_set1_epi32(g)), u23);
+            for (int k = 0; k < ng; k++)
+                is[k] = _mm512_dpbusd_epi32(
+                    is[k], a,
+                    _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(y[k]->q + 16 * g))));
+        }
+        for (int k = 0; k < ng; k++) {
+            const __m512 dy = _mm512_broadcast_f32x4(_mm_loadu_ps(y[k]->d));
+            const __m512 sy = _mm512_broadcast_f32x4(_mm_loadu_ps(y[k]->s));
+            acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is[k]), _mm512_mul_ps(dw, dy), acc[k]);
+            corr[k] = _mm512_fmadd_ps(dw, sy, corr[k]);
+        }
+    }
+    for (int k = 0; k < ng; k++) {
+        float o[16];
+        _mm512_storeu_ps(o, _mm512_fnmadd_ps(_mm512_set1_ps(off), corr[k], acc[k]));
+        for (int c = 0; c < 4; c++)
+            for (int r = 0; r < 4; r++)
+                s[(size_t)(4 * k + c) * ss + r] = o[4 * r + c];
+    }
+}
+
+#define X5_T4(name, T)                                                                             \
+    AVX512 static void name(int64_t n, float *s, size_t ss, const void *w, size_t ws,              \
+                            const void *x, size_t xs, int ng) {                                    \
+        for (; ng >= 4; ng -= 4, s += 16 * ss, x = (const char *)x + 4 * xs)                       \
+            x5_t4_body(T, 4, n, s, ss, w, ws, x, xs);                                              \
+        for (; ng >= 2; ng -= 2, s += 8 * ss, x = (const char *)x + 2 * xs)                        \
+            x5_t4_body(T, 2, n, s, ss, w, ws, x, xs);                                              \
+        if (ng > 0)                                                                                \
+            x5_t4_body(T, 1, n, s, ss, w, ws, x, xs);                                              \
+    }
+X5_T4(x5_t4_q4_0, TM_DTYPE_Q4_0)
+X5_T4(x5_t4_q5_0, TM_DTYPE_Q5_0)
+X5_T4(x5_t4_q8_0, TM_DTYPE_Q8_0)
+
+tm_cpu_vec_dot_t4 tm__cpu_dot_t4_avx512(tm_dtype t) {
+    switch (t) {
+    case TM_DTYPE_Q4_0: return x5_t4_q4_0;
+    case TM_DTYPE_Q5_0: return x5_t4_q5_0;
+    case TM_DTYPE_Q8_0: return x5_t4_q8_0;
+    default: return NULL;
+    }
+}
+
 /* ---- K formats, one weight row x up to four columns (Q4_K / Q6_K) -------------------
  * Each 64-element run of codes is built in one 512-bit register in element order
  * (Q4_K: 32 bytes broadcast, the upper copy shifted to its high nibbles; Q6_K: 64
@@ -369,6 +457,11 @@ tm_cpu_vec_dot tm__cpu_dot_avx512(tm_dtype t) {
 }
 
 #else /* not x86-64 */
+
+tm_cpu_vec_dot_t4 tm__cpu_dot_t4_avx512(tm_dtype t) {
+    (void)t;
+    return NULL;
+}
 
 tm_cpu_vec_dot_r4 tm__cpu_dot_r4_avx512(tm_dtype t) {
     (void)t;

@@ -408,6 +408,22 @@ tm_cpu_vec_dot_r4 tm__cpu_dot_r4_get(tm_dtype t, tm_cpu_isa isa) {
     return isa >= TM_CPU_ISA_AVX512 ? tm__cpu_dot_r4_avx512(t) : NULL;
 }
 
+tm_cpu_vec_dot_t4 tm__cpu_dot_t4_get(tm_dtype t, tm_cpu_isa isa) {
+    return isa >= TM_CPU_ISA_AVX512 ? tm__cpu_dot_t4_avx512(t) : NULL;
+}
+
+void tm__cpu_q8_32_interleave4(const void *x, size_t x_stride, int64_t nb, tm_q8_32x4 *out) {
+    for (int c = 0; c < 4; c++) {
+        const tm_q8_32 *y = (const tm_q8_32 *)((const char *)x + (size_t)c * x_stride);
+        for (int64_t b = 0; b < nb; b++) {
+            out[b].d[c] = y[b].d;
+            out[b].s[c] = y[b].s;
+            for (int g = 0; g < 8; g++)
+                memcpy(&out[b].q[16 * g + 4 * c], &y[b].q[4 * g], 4);
+        }
+    }
+}
+
 tm_cpu_vec_dot4 tm__cpu_dot4_get(tm_dtype t, tm_cpu_isa isa) {
     return isa >= TM_CPU_ISA_AVX2 ? tm__cpu_dot4_avx2(t) : NULL;
 }

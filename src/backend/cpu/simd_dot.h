@@ -75,6 +75,23 @@ typedef void (*tm_cpu_vec_dot4)(int64_t n, float *s, const void *w, const void *
 typedef void (*tm_cpu_vec_dot_r4)(int64_t n, float *s, size_t s_stride, const void *w,
                                   size_t w_stride, const void *x, size_t x_stride, int nc);
 
+/* Four tm_q8_32 columns interleaved for the tile dots: block b of columns c0..c0+3;
+ * q[16 g + 4 c + j] = column c's q[4 g + j] (g = 0..7 four-byte groups). */
+typedef struct tm_q8_32x4 {
+    float  d[4];
+    float  s[4];
+    int8_t q[4 * TM_QK32];
+} tm_q8_32x4;
+
+/* Four weight rows times ng groups of four interleaved columns (group k at
+ * x + k * x_stride, each a row of tm_q8_32x4 blocks): s[c * s_stride + r] for the
+ * 4 * ng columns c. For batches; within float-order rounding of the four-row dot. */
+typedef void (*tm_cpu_vec_dot_t4)(int64_t n, float *s, size_t s_stride, const void *w,
+                                  size_t w_stride, const void *x, size_t x_stride, int ng);
+
+/* Interleaves 4 activation rows of nb tm_q8_32 blocks (row c at x + c * x_stride). */
+void tm__cpu_q8_32_interleave4(const void *x, size_t x_stride, int64_t nb, tm_q8_32x4 *out);
+
 /* Activation kind a weight dtype pairs with; NONE when no dot exists. */
 tm_cpu_vec_kind tm__cpu_vec_kind(tm_dtype t);
 
@@ -98,6 +115,9 @@ tm_cpu_vec_dot tm__cpu_dot_avx512(tm_dtype t);
 /* Four-row dots (AVX-512 VNNI: Q4_0, Q5_0, Q8_0, Q4_K, Q6_K); NULL where there is none. */
 tm_cpu_vec_dot_r4 tm__cpu_dot_r4_avx512(tm_dtype t);
 tm_cpu_vec_dot_r4 tm__cpu_dot_r4_get(tm_dtype t, tm_cpu_isa isa);
+/* Four-row, four-column tile dots (AVX-512 VNNI: Q4_0, Q5_0, Q8_0); NULL otherwise. */
+tm_cpu_vec_dot_t4 tm__cpu_dot_t4_avx512(tm_dtype t);
+tm_cpu_vec_dot_t4 tm__cpu_dot_t4_get(tm_dtype t, tm_cpu_isa isa);
 
 /* Four-column dots (AVX2 only so far); NULL where there is none. */
 tm_cpu_vec_dot4 tm__cpu_dot4_avx2(tm_dtype t);
