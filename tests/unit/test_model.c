@@ -613,6 +613,102 @@ TEST(load_shape_mismatch) { /* half the rows: a GQA mismatch */
                       TM_ERR_FORMAT, "blk.0.attn_k.weight");
 }
 
+/* Settings of llama.cpp's GGUF keys the graph does not implement are refused, not
+ * ignored: pooling other than mean (BERT, from modules.json), Phi-3's LongRoPE factors,
+ * YaRN, an attention factor, and linear scaling given twice. */
+TEST(load_refuses_unimplemented_settings) {
+    expect_edit_error("bert.gguf", &(gguf_edit){.u32_key = "bert.pooling_type", .u32_val = 2},
+                      TM_ERR_UNSUPPORTED, "bert.pooling_type = 2 (cls)");
+    expect_edit_error("bert.gguf", &(gguf_edit){.u32_key = "bert.pooling_type", .u32_val = 0},
+                      TM_ERR_UNSUPPORTED, "(none)");
+    static const float ones[8] = {1, 1, 1, 1, 1, 1, 1, 1};
+    expect_edit_error(
+        "phi3.gguf",
+        &(gguf_edit){.extra_tensor = "rope_factors_long.weight", .extra_n = 8, .extra_data = ones},
+        TM_ERR_UNSUPPORTED, "LongRoPE");
+    expect_edit_error("phi3.gguf",
+                      &(gguf_edit){.f32_key = "phi3.rope.scaling.attn_factor", .f32_val = 1.19f},
+                      TM_ERR_UNSUPPORTED, "attn_factor");
+    expect_edit_error("llama.gguf",
+                      &(gguf_edit){.str_key = "llama.rope.scaling.type", .str_val = "yarn"},
+                      TM_ERR_UNSUPPORTED, "'yarn'");
+    expect_edit_error("llama.gguf",
+                      &(gguf_edit){.f32_key = "llama.rope.scaling.factor",
+                                   .f32_val = 4.0f,
+                                   .extra_tensor = "rope_freqs.weight",
+                                   .extra_n = 8,
+                                   .extra_data = ones},
+                      TM_ERR_UNSUPPORTED, "rope_freqs.weight");
+    expect_edit_error("llama.gguf",
+                      &(gguf_edit){.f32_key = "llama.rope.scaling.factor", .f32_val = 0.5f},
+                      TM_ERR_FORMAT, "out of range");
+}
+
+/* Logits of the first prompt of a golden GGUF edited by e (all positions). */
+static float *edited_logits(const char *src, const gguf_edit *e, int32_t *n_vocab) {
+    char path[32];
+    gguf_copy_edited(src, e, path);
+    tm_model_params mp = tm_model_params_default();
+    mp.path = path;
+    tm_model *m = NULL;
+    float    *out = NULL;
+    tm_ctx   *ctx = NULL;
+    int32_t   ids[7] = {1, 17, 42, 99, 3, 250, 8};
+    if (tm_model_load(&mp, &m) != TM_OK) {
+        TM__FAIL_AT("%s edited: %s", src, tm_last_error());
+        goto done;
+    }
+    *n_vocab = tm_model_get_hparams(m)->n_vocab;
+    tm_ctx_params cp = tm_ctx_params_default();
+    cp.n_ctx = 16;
+    cp.n_threads = 2;
+    cp.logits_all = true;
+    if (tm_ctx_init(m, &cp, &ctx) != TM_OK || tm_ctx_decode(ctx, ids, 7) != TM_OK) {
+        TM__FAIL_AT("%s edited: %s", src, tm_last_error());
+        goto done;
+    }
+    out = malloc((size_t)*n_vocab * 7 * sizeof(float));
+    for (int t = 0; t < 7; t++)
+        memcpy(out + (size_t)t * *n_vocab, tm_ctx_logits(ctx, t), (size_t)*n_vocab * sizeof(float));
+done:
+    tm_ctx_free(ctx);
+    tm_model_free(m);
+    unlink(path);
+    return out;
+}
+
+/* Linear RoPE scaling in llama.cpp's keys (rope.scaling.type "linear", rope.scaling.factor;
+ * or the older rope.scale_linear) divides every rotation angle by the factor: the same
+ * logits as rope_freqs.weight holding the factor for every pair, and not those of the
+ * unscaled model. */
+TEST(gguf_linear_rope_scaling) {
+    static const float fours[8] = {4, 4, 4, 4, 4, 4, 4, 4};
+    int32_t            V = 0;
+    float             *freqs = edited_logits(
+                    "llama.gguf",
+                    &(gguf_edit){.extra_tensor = "rope_freqs.weight", .extra_n = 8, .extra_data = fours}, &V);
+    float *linear = edited_logits("llama.gguf",
+                                  &(gguf_edit){.str_key = "llama.rope.scaling.type",
+                                               .str_val = "linear",
+                                               .f32_key = "llama.rope.scaling.factor",
+                                               .f32_val = 4.0f},
+                                  &V);
+    float *legacy = edited_logits(
+        "llama.gguf", &(gguf_edit){.f32_key = "llama.rope.scale_linear", .f32_val = 4.0f}, &V);
+    float *plain = edited_logits("llama.gguf", &(gguf_edit){0}, &V);
+    ASSERT_TRUE(freqs && linear && legacy && plain);
+    const size_t bytes = (size_t)V * 7 * sizeof(float);
+    EXPECT_TRUE(memcmp(freqs, linear, bytes) == 0);
+    EXPECT_TRUE(memcmp(freqs, legacy, bytes) == 0);
+    EXPECT_TRUE(memcmp(freqs, plain, bytes) != 0);
+    /* position 0 has no rotation: equal there */
+    EXPECT_TRUE(memcmp(freqs, plain, (size_t)V * sizeof(float)) == 0);
+    free(freqs);
+    free(linear);
+    free(legacy);
+    free(plain);
+}
+
 /* mistral.gguf respelled the way llama.cpp's converter writes a Mistral: general.architecture
  * "llama", llama.* keys, no sliding window (llama.cpp has none for llama). It loads as llama
  * with full attention: the logits equal the reference (window 4) while a position sees no
