@@ -28,6 +28,14 @@ live on different machines here:
   With --hf-dir tests/golden/models, stage "hf" also saves each model with save_pretrained
   as <family>-hf/ (float32) and a few half-precision variants (see HF_VARIANTS): the same
   weights loaded from the HF folder must give the same logits.
+
+  stage "gguf-hf" (needs numpy + safetensors + gguf; no torch):
+      converts the committed HF folders of the families that stage "hf" fixtures from their
+      folders only (mistral, phi3, gpt2, bert) into tests/golden/models/<family>.gguf, laid
+      out as llama.cpp's convert_hf_to_gguf.py lays them out (see GGUF_FROM_HF). Deterministic:
+      tests/py/test_golden.py regenerates them and compares the bytes.
+
+    python scripts/gen_golden.py gguf-hf --out tests/golden/models
 """
 import argparse
 import json
@@ -50,8 +58,9 @@ PROMPTS = [
     [1] + [(i * 37 + 11) % VOCAB for i in range(19)],
 ]
 
-# Families fixtured from their HF folder only (no GGUF conversion here): stage hf writes
-# <family>-hf/, <family>.json and <family>.logits.f32 straight into --hf-dir.
+# Families fixtured from their HF folder (no .npz): stage hf writes <family>-hf/,
+# <family>.json and <family>.logits.f32 straight into --hf-dir; stage gguf-hf then writes
+# <family>.gguf from the folder.
 HF_ONLY_FAMILIES = {
     "mistral": ("MistralConfig", {"rope_theta": 10000.0, "sliding_window": 4}),
     "phi3": ("Phi3Config", {"rope_theta": 10000.0, "sliding_window": 6}),
@@ -158,6 +167,7 @@ def write_reference(out_dir, family, meta, logits):
         for lg in logits:
             f.write(np.ascontiguousarray(lg, dtype="<f4").tobytes())
     info = {"family": family, "arch": family, "hf": f"{family}-hf",
+            "gguf": f"{family}.gguf",  # written by stage gguf-hf from the folder
             "logits": f"{family}.logits.f32", "n_vocab": VOCAB,
             "prompts": meta["prompts"], "greedy": meta["greedy"],
             "min_top2_margin": meta["min_top2_margin"], "rel_tol": 1e-4,
@@ -429,6 +439,120 @@ def norm_w(family, w):
 
 
 # ---------------------------------------------------------------------------------------------
+# stage gguf-hf: GGUF files from the committed HF folders (numpy + safetensors + gguf, no torch)
+# ---------------------------------------------------------------------------------------------
+# The families fixtured from their HF folders (HF_ONLY_FAMILIES and bert), written the way
+# llama.cpp's convert_hf_to_gguf.py writes them (f32 outtype): tensor names from the gguf
+# package's own HF -> GGUF table (gguf.get_tensor_name_map), [out, in] matrices as ne = {in, out},
+# the metadata keys of the converter's class for the family, and the special token ids that
+# gguf.SpecialVocab takes from config.json. Mistral q/k rows are permuted as for llama, GPT-2's
+# Conv1D matrices transposed, and GPT-2's tied head written out as output.weight, as there.
+# Departures, each where llama.cpp's file would not describe the fixture:
+#  - mistral: llama.cpp converts MistralForCausalLM as arch "llama" and drops sliding_window
+#    (llama.cpp has no window for llama, ggml-org/llama.cpp#3371); the reference runs with a
+#    window of 4, so the file says arch "mistral" (our recipe) with mistral.attention.
+#    sliding_window. tests/unit/test_model.c also loads it respelled as llama.cpp's file.
+#  - gpt2: llama.cpp writes feed_forward_length = 4 * n_embd; this fixture has n_inner = 2 * n_embd.
+#  - bert: the folder has no sentence-transformers modules.json, from which llama.cpp takes
+#    pooling_type; the reference embeddings are mean-pooled, so pooling_type MEAN is written.
+#  - no vocabulary (tokenizer.ggml.model / tokens): the HF folders have none, the fixtures are
+#    driven by token ids (llama.cpp's converter refuses a folder without a tokenizer).
+# Deterministic: tests/py/test_golden.py regenerates the files and compares the bytes.
+GGUF_FROM_HF = {
+    # family: (general.architecture, gguf.MODEL_ARCH whose tensor name table applies)
+    "mistral": ("mistral", "LLAMA"),  # llama.cpp: LlamaModel handles MistralForCausalLM
+    "phi3": ("phi3", "PHI3"),
+    "gpt2": ("gpt2", "GPT2"),
+    "bert": ("bert", "BERT"),
+}
+
+
+def gguf_hf_metadata(w, family, cfg):
+    """Hyperparameter keys as the converter class of the family writes them."""
+    import gguf
+
+    f32 = gguf.LlamaFileType.ALL_F32
+    if family == "gpt2":  # GPT2Model
+        w.add_block_count(cfg["n_layer"])
+        w.add_context_length(cfg["n_positions"])
+        w.add_embedding_length(cfg["n_embd"])
+        w.add_feed_forward_length(cfg["n_inner"])  # llama.cpp: 4 * n_embd (see above)
+        w.add_head_count(cfg["n_head"])
+        w.add_layer_norm_eps(cfg["layer_norm_epsilon"])
+        w.add_file_type(f32)
+        return
+    n_head, n_embd = cfg["num_attention_heads"], cfg["hidden_size"]
+    w.add_block_count(cfg["num_hidden_layers"])
+    w.add_context_length(cfg["max_position_embeddings"])
+    w.add_embedding_length(n_embd)
+    w.add_feed_forward_length(cfg["intermediate_size"])
+    w.add_head_count(n_head)
+    if family == "bert":  # BertModel: encoder, pooled
+        w.add_layer_norm_eps(cfg["layer_norm_eps"])
+        w.add_file_type(f32)
+        w.add_causal_attention(False)
+        w.add_pooling_type(gguf.PoolingType.MEAN)  # see above
+        w.add_token_type_count(cfg["type_vocab_size"])
+        return
+    w.add_head_count_kv(cfg["num_key_value_heads"])
+    w.add_rope_freq_base(cfg_rope(cfg)[0])
+    w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
+    if family == "mistral":  # LlamaModel
+        if cfg.get("head_dim"):
+            w.add_key_length(cfg["head_dim"])
+            w.add_value_length(cfg["head_dim"])
+        w.add_file_type(f32)
+        w.add_vocab_size(cfg["vocab_size"])
+        w.add_rope_dimension_count(cfg.get("head_dim") or n_embd // n_head)
+    else:  # Phi3MiniModel
+        w.add_rope_scaling_orig_ctx_len(cfg["original_max_position_embeddings"])
+        w.add_rope_dimension_count(n_embd // n_head)
+        w.add_file_type(f32)
+    w.add_sliding_window(cfg.get("sliding_window") or 0)
+
+
+def stage_gguf_hf(models_dir, out_dir, only=None):
+    import gguf
+    from safetensors.numpy import load_file
+
+    os.makedirs(out_dir, exist_ok=True)
+    for family, (arch, table) in GGUF_FROM_HF.items():
+        if only and family not in only:
+            continue
+        hf_dir = os.path.join(models_dir, f"{family}-hf")
+        with open(os.path.join(hf_dir, "config.json")) as f:
+            cfg = json.load(f)
+        wt = load_file(os.path.join(hf_dir, "model.safetensors"))
+        n_layer = cfg.get("num_hidden_layers", cfg.get("n_layer"))
+        names = gguf.get_tensor_name_map(getattr(gguf.MODEL_ARCH, table), n_layer)
+        w = gguf.GGUFWriter(os.path.join(out_dir, f"{family}.gguf"), arch)
+        w.add_name(f"tm-golden-{family}")
+        gguf_hf_metadata(w, family, cfg)
+        for kind in ("bos", "eos", "pad"):
+            if cfg.get(f"{kind}_token_id") is not None:
+                getattr(w, f"add_{kind}_token_id")(cfg[f"{kind}_token_id"])
+        for hf_name, t in wt.items():
+            name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+            if name is None:
+                raise SystemExit(f"{family}: the gguf package maps no GGUF name to {hf_name}")
+            t = t.astype(np.float32)
+            if family == "mistral" and name.endswith(".attn_q.weight"):
+                t = llama_permute(t, cfg["num_attention_heads"])
+            elif family == "mistral" and name.endswith(".attn_k.weight"):
+                t = llama_permute(t, cfg["num_key_value_heads"])
+            elif family == "gpt2" and name.startswith("blk.") and t.ndim == 2:
+                t = t.T  # Conv1D stores [in, out]
+            w.add_tensor(name, np.ascontiguousarray(t))
+            if family == "gpt2" and name == "token_embd.weight":
+                w.add_tensor("output.weight", np.ascontiguousarray(t))  # the tied head, written
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        print(family, "written from", hf_dir)
+
+
+# ---------------------------------------------------------------------------------------------
 # stage embed: sentence embeddings of the real all-MiniLM-L6-v2 (BERT recipe, mean pooling)
 # ---------------------------------------------------------------------------------------------
 SENTENCES = [
@@ -465,10 +589,11 @@ def stage_embed(model_dir, out_path):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("stage", choices=["hf", "gguf", "embed"])
+    ap.add_argument("stage", choices=["hf", "gguf", "gguf-hf", "embed"])
     ap.add_argument("--model", default="models/all-MiniLM-L6-v2", help="stage embed")
     ap.add_argument("--out", required=True)
     ap.add_argument("--npz", default=None)
+    ap.add_argument("--models", default="tests/golden/models", help="stage gguf-hf: HF folders")
     ap.add_argument("--hf-dir", default=None, help="stage hf: also save HF folders here")
     ap.add_argument("--only", default=None, help="comma-separated families (default: all)")
     a = ap.parse_args()
@@ -477,6 +602,8 @@ def main():
         stage_embed(a.model, a.out)
     elif a.stage == "hf":
         stage_hf(a.out, a.hf_dir, only)
+    elif a.stage == "gguf-hf":
+        stage_gguf_hf(a.models, a.out, only)
     else:
         stage_gguf(a.npz, a.out, only)
 

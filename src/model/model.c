@@ -505,6 +505,80 @@ static tm_status model_gguf_swa_pattern(tm_model *m) {
     return TM_OK;
 }
 
+/* GGUF RoPE scaling as llama.cpp reads it: <arch>.rope.scaling.factor (or the older
+ * rope.scale_linear) divides every position unless the type names another scheme. Linear
+ * scaling becomes the rope_freqs divisors, as config.json's does (model_hf.c): global layers
+ * only, as llama.cpp keeps sliding layers unscaled (Gemma 3 4B and up). What we do not
+ * implement is refused rather than run unscaled: YaRN, Phi-3's LongRoPE (rope_factors_long /
+ * rope_factors_short tensors and an attention factor). */
+static tm_status model_gguf_rope_scaling(tm_model *m) {
+    const tm_gguf *g = m->gguf;
+    const char    *a = m->arch;
+    char           key[96];
+    if (m->recipe.pos != TM_POS_ROPE)
+        return TM_OK;
+    static const char *const longrope[] = {"rope_factors_long.weight", "rope_factors_short.weight"};
+    for (size_t i = 0; i < 2; i++)
+        if (tm_gguf_find_tensor(g, longrope[i]) != NULL)
+            return tm_fail(TM_ERR_UNSUPPORTED,
+                           "model: tensor '%s': LongRoPE (Phi-3 long context) is not supported",
+                           longrope[i]);
+    snprintf(key, sizeof key, "%s.rope.scaling.type", a);
+    if (tm_gguf_find_key(g, key) >= 0) {
+        tm_strview t;
+        TM_TRY(tm_gguf_get_str(g, key, &t));
+        const bool none = t.len == 4 && memcmp(t.ptr, "none", 4) == 0;
+        if (!none && !(t.len == 6 && memcmp(t.ptr, "linear", 6) == 0))
+            return tm_fail(TM_ERR_UNSUPPORTED, "model: %s = '%.*s' is not supported (none, linear)",
+                           key, (int)(t.len > 32 ? 32 : t.len), t.ptr);
+    }
+    float attn = 1.0f, factor = 0.0f;
+    TM_TRY(model_get_float(g, a, "rope.scaling.attn_factor", 1.0, &attn));
+    if (attn != 1.0f)
+        return tm_fail(TM_ERR_UNSUPPORTED,
+                       "model: %s.rope.scaling.attn_factor = %g is not supported", a, (double)attn);
+    snprintf(key, sizeof key, "%s.rope.scaling.factor", a);
+    const char *fk = tm_gguf_find_key(g, key) >= 0 ? "rope.scaling.factor" : "rope.scale_linear";
+    TM_TRY(model_get_float(g, a, fk, 0.0, &factor));
+    if (factor == 0.0f || factor == 1.0f) /* llama.cpp: 0 means unscaled */
+        return TM_OK;
+    if (!(factor > 1.0f && factor < 1e6f))
+        return tm_fail(TM_ERR_FORMAT, "model: %s.%s = %g out of range", a, fk, (double)factor);
+    char        name[TM_RECIPE_MAX_NAME + 32];
+    const char *pat = tm__recipe_name(&m->recipe, TM_SLOT_ROPE_FREQS, false);
+    if (pat != NULL) {
+        model_name(name, sizeof name, pat, 0, false);
+        if (tm_gguf_find_tensor(g, name) != NULL)
+            return tm_fail(TM_ERR_UNSUPPORTED, "model: both tensor '%s' and %s.%s scale RoPE", name,
+                           a, fk);
+    }
+    const int32_t n = m->hp.n_rot / 2;
+    float        *ff = tm__model_alloc(m, (size_t)n * sizeof(float));
+    if (ff == NULL)
+        return tm_fail(TM_ERR_NOMEM, "model: rope factors");
+    for (int32_t i = 0; i < n; i++)
+        ff[i] = factor;
+    tm_tensor_init(&m->w[TM_SLOT_ROPE_FREQS], TM_DTYPE_F32, 1, (int64_t[]){n}, ff);
+    return TM_OK;
+}
+
+/* llama.cpp's <arch>.pooling_type (taken from sentence-transformers' modules.json): the
+ * graph pools by mean only, so another pooling would give wrong vectors without a word. */
+static tm_status model_gguf_pooling(const tm_model *m) {
+    char key[96];
+    snprintf(key, sizeof key, "%s.pooling_type", m->arch);
+    if (m->recipe.pooling == TM_POOL_NONE || tm_gguf_find_key(m->gguf, key) < 0)
+        return TM_OK;
+    int64_t v;
+    TM_TRY(tm_gguf_get_int(m->gguf, key, &v));
+    static const char *const kinds[] = {"none", "mean", "cls", "last", "rank"}; /* llama.h */
+    if (v != 1)
+        return tm_fail(TM_ERR_UNSUPPORTED,
+                       "model: %s = %" PRId64 " (%s): only mean pooling (1) is supported", key, v,
+                       v >= 0 && v < 5 ? kinds[v] : "unknown");
+    return TM_OK;
+}
+
 static tm_status model_load_gguf(tm_model *m, const char *path, const tm_recipe *user) {
     TM_TRY(tm_gguf_open(path, &m->gguf));
     tm_strview arch;
@@ -549,6 +623,8 @@ static tm_status model_load_gguf(tm_model *m, const char *path, const tm_recipe 
     hp->bos_id = tm_gguf_get_int(g, "tokenizer.ggml.bos_token_id", &v) == TM_OK ? (int32_t)v : -1;
     hp->eos_id = tm_gguf_get_int(g, "tokenizer.ggml.eos_token_id", &v) == TM_OK ? (int32_t)v : -1;
     tm_clear_error();
+    TM_TRY(model_gguf_pooling(m));
+    TM_TRY(model_gguf_rope_scaling(m));
     TM_TRY(tm__model_load_tensors(m));
     return model_gguf_swa_pattern(m);
 }

@@ -37,3 +37,18 @@ def test_embed_refuses_language_models(lctl, shared_data):
 def test_embed_usage(lctl):
     assert run([lctl, "embed", "--help"]).returncode == 0
     assert run([lctl, "embed"]).returncode == 2
+
+
+def test_embed_ids(lctl):
+    """--ids embeds token ids as given: no tokenizer needed (the golden BERT GGUF has no
+    vocabulary, tests/py/test_quant_golden.py compares its vectors); bad lists are errors."""
+    bert = ROOT / "tests" / "golden" / "models" / "bert.gguf"
+    r = run([lctl, "embed", bert, "--ids", "1,17,42", "--ids", "1 5 5"])
+    assert r.returncode == 0, r.stderr.decode()
+    vecs = [np.array(json.loads(x)) for x in r.stdout.decode().strip().split("\n")]
+    assert len(vecs) == 2 and all(abs(np.linalg.norm(v) - 1.0) < 1e-5 for v in vecs)
+    for bad, msg in (("1,x", b"bad token id"), ("", b"empty"), ("1,256", b"")):
+        r = run([lctl, "embed", bert, "--ids", bad])
+        assert r.returncode == 1 and msg in r.stderr, (bad, r.stderr)
+    r = run([lctl, "embed", bert, "--text", "hi"])  # text needs the vocabulary it lacks
+    assert r.returncode == 1

@@ -3,6 +3,9 @@
 - Every HF fixture in tests/golden/models, from its GGUF file and from its HF
   folder: `lctl run --ids ... --temp 0 --print-ids` must reproduce transformers'
   16-token greedy continuation (logits are compared in C, tests/unit/test_model.c).
+- The GGUF files scripts/gen_golden.py writes from committed HF folders (mistral,
+  phi3, gpt2, bert: stage gguf-hf) come out byte-identical when regenerated, and
+  use only tensor names and keys that the gguf package defines for their arch.
 - stories260K (llama2.c checkpoint): greedy ids must equal a small numpy
   reimplementation of llama2.c's run.c forward pass, written here from its
   description (RMSNorm, interleaved RoPE, GQA attention, SwiGLU).
@@ -10,6 +13,7 @@
 import json
 import pathlib
 import struct
+import sys
 
 import numpy as np
 import pytest
@@ -32,6 +36,60 @@ def test_hf_greedy(lctl, family, source):
         assert r.returncode == 0, r.stderr.decode()
         got = [int(x) for x in r.stdout.split()]
         assert got == want, f"{source}: {got} != HF {want}"
+
+
+# ---- GGUF files written from the HF folders ------------------------------------------------
+# family -> the gguf package's MODEL_ARCH whose tables apply (llama.cpp converts Mistral as
+# llama; our file says "mistral" only to keep the window, see GGUF_FROM_HF in the script)
+GGUF_FROM_HF = {"mistral": "LLAMA", "phi3": "PHI3", "gpt2": "GPT2", "bert": "BERT"}
+
+
+@pytest.fixture(scope="module")
+def regenerated(tmp_path_factory):
+    pytest.importorskip("gguf")
+    pytest.importorskip("safetensors")
+    out = tmp_path_factory.mktemp("gguf_hf")
+    r = run([sys.executable, ROOT / "scripts" / "gen_golden.py", "gguf-hf", "--models", GOLDEN,
+             "--out", out])
+    assert r.returncode == 0, r.stderr.decode()
+    return out
+
+
+def test_gguf_from_hf_is_reproducible(regenerated):
+    assert sorted(p.name for p in regenerated.glob("*.gguf")) == \
+        sorted(f"{f}.gguf" for f in GGUF_FROM_HF)
+    for fam in GGUF_FROM_HF:
+        new, old = (regenerated / f"{fam}.gguf").read_bytes(), (GOLDEN / f"{fam}.gguf").read_bytes()
+        assert new == old, f"{fam}.gguf differs from scripts/gen_golden.py gguf-hf output"
+
+
+@pytest.mark.parametrize("family", sorted(GGUF_FROM_HF))
+def test_gguf_from_hf_layout(family):
+    """Every tensor name is one llama.cpp defines for the arch (gguf.MODEL_TENSORS), every
+    hyperparameter key is a gguf.Keys spelling, and each HF tensor has its GGUF one."""
+    gguf = pytest.importorskip("gguf")
+    from safetensors import safe_open
+
+    arch = getattr(gguf.MODEL_ARCH, GGUF_FROM_HF[family])
+    r = gguf.GGUFReader(GOLDEN / f"{family}.gguf")
+    n_layer = int(r.fields[f"{family}.block_count"].parts[-1][0])
+    allowed = set()
+    for t in gguf.MODEL_TENSORS[arch]:
+        for il in range(n_layer):
+            base = gguf.TENSOR_NAMES[t].format(bid=il)
+            allowed |= {base + ".weight", base + ".bias"}
+    names = {t.name for t in r.tensors}
+    assert names <= allowed, sorted(names - allowed)
+    keys = set()
+    for group in (gguf.Keys.General, gguf.Keys.LLM, gguf.Keys.Attention, gguf.Keys.Rope,
+                  gguf.Keys.Tokenizer):
+        for v in vars(group).values():
+            if isinstance(v, str):
+                keys.add(v.replace("{arch}", family))
+    assert set(r.fields) - {"GGUF.version", "GGUF.tensor_count", "GGUF.kv_count"} <= keys
+    with safe_open(GOLDEN / f"{family}-hf" / "model.safetensors", "np") as st:
+        n_hf = len(list(st.keys()))
+    assert len(names) == n_hf + (family == "gpt2")  # gpt2: output.weight written beside the embd
 
 
 # ---- llama2.c reference ------------------------------------------------------------------

@@ -7,18 +7,24 @@ both matmul modes: fast (activations quantized to 8-bit blocks) and --exact (flo
 activations). Two measures per (type, mode), pooled over every fixture and prompt:
 
 - top-1 agreement: our argmax (--top1-out) against the reference argmax at every scored
-  position (7 + 12 + 20 tokens = 36 positions per fixture, 216 in all);
+  position (7 + 12 + 20 tokens = 36 positions per fixture, 324 in all);
 - max relative logit error: |ours - ref| / max|ref| at each position, over the ids
   --logits-out lists (the target and the 64 highest logits of our 256).
 
-Q4_K: the K formats need rows that are multiples of 256. The five small fixtures (hidden
+Q4_K: the K formats need rows that are multiples of 256. The eight small fixtures (hidden
 64, FFN 128) fall back to Q5_0 for every matrix (llama.cpp's rule, `lctl quantize --help`),
 so llama256 (hidden 256, FFN 256, one layer) is the fixture where Q4_K is real: every matrix
 but output.weight is Q4_K there, and output.weight is Q6_K (llama.cpp's choice for the
-output of a Q4_K model). Norms stay f32 in every type.
+output of a Q4_K model). Norms stay f32 in every type, and so do GPT-2's and BERT's
+learned position embeddings and BERT's token types (llama.cpp's quantizer leaves them).
+
+mistral, phi3 and gpt2 are the GGUF files scripts/gen_golden.py gguf-hf writes from their
+HF folders (llama.cpp's layout: phi3's fused attn_qkv and gate+up ffn_up are quantized
+whole and split into row views at load). BERT, an embedding model, is checked apart:
+`lctl embed --ids` against the float32 transformers embeddings (BERT_BOUNDS).
 
 Bounds are the measured values with room (see BOUNDS); the issue's bar, top-1 agreement
->= 98% for Q8_0, is missed here by one to two positions in a hundred (see BOUNDS).
+>= 98% for Q8_0, is missed here by one to four positions in a hundred (see BOUNDS).
 """
 import json
 
@@ -28,22 +34,24 @@ import pytest
 from conftest import ROOT, run
 
 GOLDEN = ROOT / "tests" / "golden" / "models"
-FIXTURES = ["llama", "llama3", "qwen2", "qwen3", "gemma3", "llama256"]
+FIXTURES = ["llama", "llama3", "qwen2", "qwen3", "gemma3", "llama256", "mistral", "phi3", "gpt2"]
 TYPES = ["q8_0", "q4_0", "q4_k"]
 MODES = ["fast", "exact"]
 TOP_K = 64
 
-# (type, mode) -> (min top-1 agreement, max relative logit error). Measured (2 threads,
-# AVX2 build; F32 KV cache, with F16 KV within 0.005 / 0.006 of these): top-1 / error
-#   q8_0 fast 0.972 / 0.066, exact 0.977 / 0.059
-#   q4_0 fast 0.607 / 0.84,  exact 0.588 / 0.82
-#   q4_k fast 0.727 / 0.83,  exact 0.731 / 0.83   (llama256 alone, the real Q4_K: 0.528)
-# The issue's bar (>= 98% for Q8_0) is NOT met on these fixtures: 6 (fast) and 5 (exact) of
-# 216 positions flip. These are random tiny models whose logits are flat (smallest HF top-2
+# (type, mode) -> (min top-1 agreement, max relative logit error). Measured over the nine
+# fixtures (2 threads, AVX-512 build; F32 KV cache): top-1 / error
+#   q8_0 fast 0.963 / 0.066, exact 0.978 / 0.059
+#   q4_0 fast 0.639 / 0.84,  exact 0.627 / 0.82
+#   q4_k fast 0.759 / 0.83,  exact 0.772 / 0.83   (llama256 alone, the real Q4_K: 0.528)
+# (the six llama/qwen/gemma fixtures alone measured 0.972 / 0.977 for q8_0 before mistral,
+# phi3 and gpt2 joined; mistral flips 3 of 36 positions in fast mode).
+# The issue's bar (>= 98% for Q8_0) is NOT met on these fixtures: 12 (fast) and 7 (exact) of
+# 324 positions flip. These are random tiny models whose logits are flat (smallest HF top-2
 # margins 6e-4 .. 0.58), so a weight error of a few percent of max|logit| moves near ties;
 # the bounds below are the measured values with a little room, not the issue's bar.
 BOUNDS = {
-    ("q8_0", "fast"): (0.96, 0.08),
+    ("q8_0", "fast"): (0.95, 0.08),
     ("q8_0", "exact"): (0.96, 0.08),
     ("q4_0", "fast"): (0.55, 1.0),
     ("q4_0", "exact"): (0.55, 1.0),
@@ -130,3 +138,50 @@ def test_quant_golden(lctl, quantized, qtype, mode, tmp_path):
     min_top1, max_err = BOUNDS[qtype, mode]
     assert top1 >= min_top1, f"{qtype} {mode}: top-1 agreement {top1:.4f} < {min_top1} ({detail})"
     assert err <= max_err, f"{qtype} {mode}: max rel logit error {err:.4g} > {max_err} ({detail})"
+
+
+# ---- BERT: embeddings ------------------------------------------------------------------------
+# type -> (max |ours - ref|, max 1 - cos) over the three prompts, against the float32
+# transformers embeddings of bert-hf. Measured (2 threads, AVX-512 build): f32 7.5e-8 / 0,
+# q8_0 4.2e-3 / 6.6e-5, q4_0 0.063 / 0.018, q4_k (Q5_0 on rows of 64) 0.047 / 8.9e-3.
+BERT_BOUNDS = {
+    "f32": (1e-4, 1e-6),
+    "q8_0": (0.01, 2e-4),
+    "q4_0": (0.1, 0.04),
+    "q4_k": (0.08, 0.02),
+}
+
+
+@pytest.mark.parametrize("qtype", list(BERT_BOUNDS))
+def test_quant_golden_bert(lctl, qtype, tmp_path):
+    gguf = pytest.importorskip("gguf")
+    model = GOLDEN / "bert.gguf"
+    if qtype != "f32":
+        model = tmp_path / f"bert-{qtype}.gguf"
+        r = run([lctl, "quantize", GOLDEN / "bert.gguf", model, qtype])
+        assert r.returncode == 0, r.stderr.decode()
+        kept = {t.name: t.tensor_type.name for t in gguf.GGUFReader(model).tensors}
+        assert kept["position_embd.weight"] == "F32" and kept["token_types.weight"] == "F32"
+    ref = json.loads((GOLDEN / "bert-hf" / "reference.embed.json").read_text())
+    args = [lctl, "embed", model, "-t", 2]
+    for ids in ref["prompts"]:
+        args += ["--ids", ",".join(map(str, ids))]
+    r = run(args)
+    assert r.returncode == 0, r.stderr.decode()
+    got = [np.array(json.loads(x)) for x in r.stdout.decode().strip().split("\n")]
+    assert len(got) == len(ref["embeddings"]), r.stdout.decode()
+    err = cos = 0.0
+    for g, w in zip(got, ref["embeddings"]):
+        w = np.array(w)
+        err = max(err, float(np.max(np.abs(g - w))))
+        cos = max(cos, float(1 - g @ w / np.linalg.norm(g) / np.linalg.norm(w)))
+    print(f"\nbert {qtype}: max abs embedding error {err:.3g}, max 1 - cos {cos:.3g}")
+    max_err, max_cos = BERT_BOUNDS[qtype]
+    assert err <= max_err and cos <= max_cos, f"bert {qtype}: {err:.3g} / {cos:.3g}"
+
+
+def test_quantize_keeps_gpt2_positions(quantized):
+    gguf = pytest.importorskip("gguf")
+    for t in TYPES:
+        kept = {x.name: x.tensor_type.name for x in gguf.GGUFReader(quantized["gpt2", t]).tensors}
+        assert kept["position_embd.weight"] == "F32", t

@@ -156,6 +156,13 @@ TEST(golden_qwen3) { run_golden("qwen3", TM_DTYPE_F32, 1.0); }
 TEST(golden_gemma3) { run_golden("gemma3", TM_DTYPE_F32, 1.0); }
 /* hidden 256, one layer: the fixture for K-format quantization (tests/py/test_quant_golden.py) */
 TEST(golden_llama256) { run_golden("llama256", TM_DTYPE_F32, 1.0); }
+/* GGUF files written from the HF folders the way llama.cpp's converter lays them out
+ * (scripts/gen_golden.py gguf-hf): mistral (q/k rows permuted, window 4 on every layer),
+ * phi3 (fused attn_qkv, ffn_up holding gate then up), gpt2 (learned position_embd, biases,
+ * LayerNorm, output.weight written beside token_embd). */
+TEST(golden_mistral) { run_golden("mistral", TM_DTYPE_F32, 1.0); }
+TEST(golden_phi3) { run_golden("phi3", TM_DTYPE_F32, 1.0); }
+TEST(golden_gpt2) { run_golden("gpt2", TM_DTYPE_F32, 1.0); }
 /* F16 cache (the tests above ask for F32 to measure the engine, not the cache format): rounding K
  * and V to half precision costs 1.6e-4 .. 1.7e-3 relative (measured: llama 1.1e-3, llama3 8.8e-4,
  * qwen2 1.7e-3, qwen3 7.2e-4, gemma3 4.4e-4, mistral 1.0e-3, phi3 7.6e-4, gpt2 1.6e-4). Bound 3e-3
@@ -413,13 +420,15 @@ TEST(embed_minilm) {
 }
 
 /* Tiny random BertModel (BertConfig, scripts/gen_golden.py): pooled embeddings of the
- * three prompts within 1e-4 of transformers. */
-TEST(golden_hf_bert_embed) {
+ * three prompts within 1e-4 of transformers, from the HF folder and from its GGUF
+ * (llama.cpp's bert layout: token_types, token_embd_norm, attn_output_norm,
+ * layer_output_norm, biases as .bias tensors). */
+static void bert_embed_golden(const char *path) {
     json_error_t err;
     json_t      *meta = json_load_file(GOLDEN_DIR "bert-hf/reference.embed.json", 0, &err);
     ASSERT_TRUE(meta != NULL);
     tm_model_params mp = tm_model_params_default();
-    mp.path = GOLDEN_DIR "bert-hf";
+    mp.path = path;
     tm_model *m = NULL;
     ASSERT_OK(tm_model_load(&mp, &m));
     const int32_t E = tm_model_n_embd_out(m);
@@ -442,12 +451,14 @@ TEST(golden_hf_bert_embed) {
         for (int32_t i = 0; i < E; i++)
             worst = fmax(worst, fabs(v[i] - json_real_value(json_array_get(want, (size_t)i))));
     }
-    printf("  bert-hf: max abs embedding error %.3g\n", worst);
+    printf("  bert from %s: max abs embedding error %.3g\n", path, worst);
     EXPECT_TRUE(worst < 1e-4);
     tm_ctx_free(ctx);
     tm_model_free(m);
     json_decref(meta);
 }
+TEST(golden_hf_bert_embed) { bert_embed_golden(GOLDEN_DIR "bert-hf"); }
+TEST(golden_bert_embed) { bert_embed_golden(GOLDEN_DIR "bert.gguf"); }
 
 /* The decode step must not allocate: measure, reserve, run. */
 TEST(decode_does_not_allocate) {
@@ -482,38 +493,103 @@ TEST(decode_does_not_allocate) {
     tm_model_free(m);
 }
 
-/* Rewrites the llama fixture with one change and expects load to fail naming it. */
-typedef enum { EDIT_ARCH, EDIT_DROP, EDIT_SHAPE } edit_kind;
+/* A copy of a golden GGUF with a few changes, for load tests. */
+typedef struct gguf_edit {
+    const char  *arch;         /* respell: general.architecture and every "<old arch>." key */
+    const char  *drop_key;     /* a kv left out */
+    const char  *u32_key;      /* a uint32 kv added or replaced... */
+    uint32_t     u32_val;      /* ...with this value */
+    const char  *str_key;      /* a string kv added or replaced... */
+    const char  *str_val;      /* ...with this value */
+    const char  *f32_key;      /* a float32 kv added or replaced... */
+    float        f32_val;      /* ...with this value */
+    const char  *drop_tensor;  /* a tensor left out */
+    const char  *half_tensor;  /* a tensor with half its rows: a shape mismatch */
+    const char  *extra_tensor; /* an F32 tensor added... */
+    int64_t      extra_n;      /* ...of this many elements... */
+    const float *extra_data;   /* ...with these values */
+} gguf_edit;
 
-static void expect_load_error(edit_kind kind, tm_status want, const char *needle) {
-    tm_gguf *src = NULL;
-    ASSERT_OK(tm_gguf_open(GOLDEN_DIR "llama.gguf", &src));
+/* Writes GOLDEN_DIR src with the changes of e to a temporary file named in path. */
+static void gguf_copy_edited(const char *src, const gguf_edit *e, char path[32]) {
+    char in[1024];
+    snprintf(in, sizeof in, GOLDEN_DIR "%s", src);
+    tm_gguf *g = NULL;
+    ASSERT_OK(tm_gguf_open(in, &g));
+    tm_strview old_arch;
+    ASSERT_OK(tm_gguf_get_str(g, "general.architecture", &old_arch));
     tm_gguf_writer *w = NULL;
     ASSERT_OK(tm_gguf_writer_init(&w));
-    ASSERT_OK(tm_gguf_writer_copy_kv(w, src));
-    if (kind == EDIT_ARCH)
-        ASSERT_OK(tm_gguf_writer_set_str(w, "general.architecture", "mamba9"));
-    for (int64_t i = 0; i < tm_gguf_n_tensors(src); i++) {
-        const tm_gguf_tensor *t = tm_gguf_tensor_at(src, i);
+    for (int64_t i = 0; i < tm_gguf_n_kv(g); i++) {
+        tm_strview k = tm_gguf_kv_key(g, i);
+        char       key[256];
+        snprintf(key, sizeof key, "%.*s", (int)k.len, k.ptr);
+        if (e->drop_key != NULL && strcmp(key, e->drop_key) == 0)
+            continue;
+        if (e->arch != NULL && k.len > old_arch.len &&
+            memcmp(k.ptr, old_arch.ptr, old_arch.len) == 0 && k.ptr[old_arch.len] == '.')
+            snprintf(key, sizeof key, "%s%.*s", e->arch, (int)(k.len - old_arch.len),
+                     k.ptr + old_arch.len);
+        switch (tm_gguf_kv_type(g, i)) {
+        case TM_GGUF_TYPE_UINT32:
+            ASSERT_OK(tm_gguf_writer_set_u32(w, key, tm_gguf_kv_u32(g, i)));
+            break;
+        case TM_GGUF_TYPE_FLOAT32:
+            ASSERT_OK(tm_gguf_writer_set_f32(w, key, tm_gguf_kv_f32(g, i)));
+            break;
+        case TM_GGUF_TYPE_BOOL:
+            ASSERT_OK(tm_gguf_writer_set_bool(w, key, tm_gguf_kv_bool(g, i)));
+            break;
+        case TM_GGUF_TYPE_STRING: {
+            tm_strview v = tm_gguf_kv_str(g, i);
+            ASSERT_OK(tm_gguf_writer_set_strn(w, key, v.ptr, v.len));
+            break;
+        }
+        default: /* the golden fixtures hold no other kv types */
+            TM__FAIL_AT("%s: kv %s has a type this helper does not copy", src, key);
+            return;
+        }
+    }
+    if (e->arch != NULL)
+        ASSERT_OK(tm_gguf_writer_set_str(w, "general.architecture", e->arch));
+    if (e->u32_key != NULL)
+        ASSERT_OK(tm_gguf_writer_set_u32(w, e->u32_key, e->u32_val));
+    if (e->str_key != NULL)
+        ASSERT_OK(tm_gguf_writer_set_str(w, e->str_key, e->str_val));
+    if (e->f32_key != NULL)
+        ASSERT_OK(tm_gguf_writer_set_f32(w, e->f32_key, e->f32_val));
+    for (int64_t i = 0; i < tm_gguf_n_tensors(g); i++) {
+        const tm_gguf_tensor *t = tm_gguf_tensor_at(g, i);
         char                  name[128];
         snprintf(name, sizeof name, "%.*s", (int)t->name.len, t->name.ptr);
-        if (kind == EDIT_DROP && strcmp(name, "blk.1.ffn_up.weight") == 0)
+        if (e->drop_tensor != NULL && strcmp(name, e->drop_tensor) == 0)
             continue;
         int64_t ne[4] = {t->ne[0], t->ne[1], t->ne[2], t->ne[3]};
         size_t  nb = t->n_bytes;
-        if (kind == EDIT_SHAPE && strcmp(name, "blk.0.attn_k.weight") == 0) {
-            ne[1] = ne[1] / 2; /* half the rows: GQA mismatch */
+        if (e->half_tensor != NULL && strcmp(name, e->half_tensor) == 0) {
+            ne[1] = ne[1] / 2;
             nb /= 2;
         }
         ASSERT_OK(tm_gguf_writer_add_tensor(w, name, t->dtype, t->n_dims, ne, t->data, nb));
     }
-    char path[] = "/tmp/tm_test_model_XXXXXX";
-    int  fd = mkstemp(path);
+    if (e->extra_tensor != NULL)
+        ASSERT_OK(tm_gguf_writer_add_tensor(w, e->extra_tensor, TM_DTYPE_F32, 1,
+                                            (int64_t[]){e->extra_n}, e->extra_data,
+                                            (size_t)e->extra_n * sizeof(float)));
+    snprintf(path, 32, "/tmp/tm_test_model_XXXXXX");
+    int fd = mkstemp(path);
     ASSERT_TRUE(fd >= 0);
     close(fd);
     ASSERT_OK(tm_gguf_writer_write(w, path));
     tm_gguf_writer_free(w);
-    tm_gguf_close(src);
+    tm_gguf_close(g);
+}
+
+/* Loads an edited copy of a golden GGUF and expects the failure to name needle. */
+static void expect_edit_error(const char *src, const gguf_edit *e, tm_status want,
+                              const char *needle) {
+    char path[32];
+    gguf_copy_edited(src, e, path);
     tm_model_params mp = tm_model_params_default();
     mp.path = path;
     tm_model *m = NULL;
@@ -521,12 +597,182 @@ static void expect_load_error(edit_kind kind, tm_status want, const char *needle
     EXPECT_TRUE(m == NULL);
     if (strstr(tm_last_error(), needle) == NULL)
         TM__FAIL_AT("error '%s' does not name '%s'", tm_last_error(), needle);
+    tm_model_free(m);
     unlink(path);
 }
 
-TEST(load_unknown_arch) { expect_load_error(EDIT_ARCH, TM_ERR_UNSUPPORTED, "mamba9"); }
-TEST(load_missing_tensor) { expect_load_error(EDIT_DROP, TM_ERR_NOT_FOUND, "blk.1.ffn_up.weight"); }
-TEST(load_shape_mismatch) { expect_load_error(EDIT_SHAPE, TM_ERR_FORMAT, "blk.0.attn_k.weight"); }
+TEST(load_unknown_arch) {
+    expect_edit_error("llama.gguf", &(gguf_edit){.arch = "mamba9"}, TM_ERR_UNSUPPORTED, "mamba9");
+}
+TEST(load_missing_tensor) {
+    expect_edit_error("llama.gguf", &(gguf_edit){.drop_tensor = "blk.1.ffn_up.weight"},
+                      TM_ERR_NOT_FOUND, "blk.1.ffn_up.weight");
+}
+TEST(load_shape_mismatch) { /* half the rows: a GQA mismatch */
+    expect_edit_error("llama.gguf", &(gguf_edit){.half_tensor = "blk.0.attn_k.weight"},
+                      TM_ERR_FORMAT, "blk.0.attn_k.weight");
+}
+
+/* Settings of llama.cpp's GGUF keys the graph does not implement are refused, not
+ * ignored: pooling other than mean (BERT, from modules.json), Phi-3's LongRoPE factors,
+ * YaRN, an attention factor, and linear scaling given twice. */
+TEST(load_refuses_unimplemented_settings) {
+    expect_edit_error("bert.gguf", &(gguf_edit){.u32_key = "bert.pooling_type", .u32_val = 2},
+                      TM_ERR_UNSUPPORTED, "bert.pooling_type = 2 (cls)");
+    expect_edit_error("bert.gguf", &(gguf_edit){.u32_key = "bert.pooling_type", .u32_val = 0},
+                      TM_ERR_UNSUPPORTED, "(none)");
+    static const float ones[8] = {1, 1, 1, 1, 1, 1, 1, 1};
+    expect_edit_error(
+        "phi3.gguf",
+        &(gguf_edit){.extra_tensor = "rope_factors_long.weight", .extra_n = 8, .extra_data = ones},
+        TM_ERR_UNSUPPORTED, "LongRoPE");
+    expect_edit_error("phi3.gguf",
+                      &(gguf_edit){.f32_key = "phi3.rope.scaling.attn_factor", .f32_val = 1.19f},
+                      TM_ERR_UNSUPPORTED, "attn_factor");
+    expect_edit_error("llama.gguf",
+                      &(gguf_edit){.str_key = "llama.rope.scaling.type", .str_val = "yarn"},
+                      TM_ERR_UNSUPPORTED, "'yarn'");
+    expect_edit_error("llama.gguf",
+                      &(gguf_edit){.f32_key = "llama.rope.scaling.factor",
+                                   .f32_val = 4.0f,
+                                   .extra_tensor = "rope_freqs.weight",
+                                   .extra_n = 8,
+                                   .extra_data = ones},
+                      TM_ERR_UNSUPPORTED, "rope_freqs.weight");
+    expect_edit_error("llama.gguf",
+                      &(gguf_edit){.f32_key = "llama.rope.scaling.factor", .f32_val = 0.5f},
+                      TM_ERR_FORMAT, "out of range");
+}
+
+/* Logits of the first prompt of a golden GGUF edited by e (all positions). */
+static float *edited_logits(const char *src, const gguf_edit *e, int32_t *n_vocab) {
+    char path[32];
+    gguf_copy_edited(src, e, path);
+    tm_model_params mp = tm_model_params_default();
+    mp.path = path;
+    tm_model *m = NULL;
+    float    *out = NULL;
+    tm_ctx   *ctx = NULL;
+    int32_t   ids[7] = {1, 17, 42, 99, 3, 250, 8};
+    if (tm_model_load(&mp, &m) != TM_OK) {
+        TM__FAIL_AT("%s edited: %s", src, tm_last_error());
+        goto done;
+    }
+    *n_vocab = tm_model_get_hparams(m)->n_vocab;
+    tm_ctx_params cp = tm_ctx_params_default();
+    cp.n_ctx = 16;
+    cp.n_threads = 2;
+    cp.logits_all = true;
+    if (tm_ctx_init(m, &cp, &ctx) != TM_OK || tm_ctx_decode(ctx, ids, 7) != TM_OK) {
+        TM__FAIL_AT("%s edited: %s", src, tm_last_error());
+        goto done;
+    }
+    out = malloc((size_t)*n_vocab * 7 * sizeof(float));
+    for (int t = 0; t < 7; t++)
+        memcpy(out + (size_t)t * *n_vocab, tm_ctx_logits(ctx, t), (size_t)*n_vocab * sizeof(float));
+done:
+    tm_ctx_free(ctx);
+    tm_model_free(m);
+    unlink(path);
+    return out;
+}
+
+/* Linear RoPE scaling in llama.cpp's keys (rope.scaling.type "linear", rope.scaling.factor;
+ * or the older rope.scale_linear) divides every rotation angle by the factor: the same
+ * logits as rope_freqs.weight holding the factor for every pair, and not those of the
+ * unscaled model. */
+TEST(gguf_linear_rope_scaling) {
+    static const float fours[8] = {4, 4, 4, 4, 4, 4, 4, 4};
+    int32_t            V = 0;
+    float             *freqs = edited_logits(
+                    "llama.gguf",
+                    &(gguf_edit){.extra_tensor = "rope_freqs.weight", .extra_n = 8, .extra_data = fours}, &V);
+    float *linear = edited_logits("llama.gguf",
+                                  &(gguf_edit){.str_key = "llama.rope.scaling.type",
+                                               .str_val = "linear",
+                                               .f32_key = "llama.rope.scaling.factor",
+                                               .f32_val = 4.0f},
+                                  &V);
+    float *legacy = edited_logits(
+        "llama.gguf", &(gguf_edit){.f32_key = "llama.rope.scale_linear", .f32_val = 4.0f}, &V);
+    float *plain = edited_logits("llama.gguf", &(gguf_edit){0}, &V);
+    ASSERT_TRUE(freqs && linear && legacy && plain);
+    const size_t bytes = (size_t)V * 7 * sizeof(float);
+    EXPECT_TRUE(memcmp(freqs, linear, bytes) == 0);
+    EXPECT_TRUE(memcmp(freqs, legacy, bytes) == 0);
+    EXPECT_TRUE(memcmp(freqs, plain, bytes) != 0);
+    /* position 0 has no rotation: equal there */
+    EXPECT_TRUE(memcmp(freqs, plain, (size_t)V * sizeof(float)) == 0);
+    free(freqs);
+    free(linear);
+    free(legacy);
+    free(plain);
+}
+
+/* mistral.gguf respelled the way llama.cpp's converter writes a Mistral: general.architecture
+ * "llama", llama.* keys, no sliding window (llama.cpp has none for llama). It loads as llama
+ * with full attention: the logits equal the reference (window 4) while a position sees no
+ * more than the window, and differ once it sees more. */
+TEST(mistral_as_llama_cpp_writes_it) {
+    char path[32];
+    gguf_copy_edited("mistral.gguf",
+                     &(gguf_edit){.arch = "llama", .drop_key = "mistral.attention.sliding_window"},
+                     path);
+    json_t *meta = load_meta("mistral");
+    ASSERT_TRUE(meta != NULL);
+    tm_model_params mp = tm_model_params_default();
+    mp.path = path;
+    tm_model *m = NULL;
+    ASSERT_OK(tm_model_load(&mp, &m));
+    EXPECT_EQ_STR(tm_model_arch(m), "llama");
+    EXPECT_EQ_INT(tm_model_get_hparams(m)->n_swa, 0);
+    const int V = tm_model_get_hparams(m)->n_vocab, window = 4;
+    json_t   *prompts = json_object_get(meta, "prompts");
+    size_t    total = 0;
+    for (size_t i = 0; i < json_array_size(prompts); i++)
+        total += json_array_size(json_array_get(prompts, i)) * (size_t)V;
+    float *ref = load_logits("mistral", NULL, total);
+    ASSERT_TRUE(ref != NULL);
+    tm_ctx_params cp = tm_ctx_params_default();
+    cp.n_ctx = 64;
+    cp.n_threads = 2;
+    cp.logits_all = true;
+    cp.kv_dtype = TM_DTYPE_F32;
+    tm_ctx *ctx = NULL;
+    ASSERT_OK(tm_ctx_init(m, &cp, &ctx));
+    double in_window = 0, beyond = 0;
+    size_t off = 0;
+    for (size_t pi = 0; pi < json_array_size(prompts); pi++) {
+        json_t *pr = json_array_get(prompts, pi);
+        int32_t n = (int32_t)json_array_size(pr), ids[64];
+        for (int32_t i = 0; i < n; i++)
+            ids[i] = (int32_t)json_integer_value(json_array_get(pr, (size_t)i));
+        tm_ctx_clear(ctx);
+        ASSERT_OK(tm_ctx_decode(ctx, ids, n));
+        for (int32_t t = 0; t < n; t++) {
+            const float *ours = tm_ctx_logits(ctx, t), *hf = ref + off + (size_t)t * V;
+            double       mx = 0, md = 0;
+            for (int v = 0; v < V; v++) {
+                mx = fmax(mx, fabs(hf[v]));
+                md = fmax(md, fabs((double)ours[v] - hf[v]));
+            }
+            if (t < window)
+                in_window = fmax(in_window, md / mx);
+            else
+                beyond = fmax(beyond, md / mx);
+        }
+        off += (size_t)n * V;
+    }
+    printf("  mistral as llama: max relative error %.3g within the window, %.3g beyond\n",
+           in_window, beyond);
+    EXPECT_TRUE(in_window < 1e-4);
+    EXPECT_TRUE(beyond > 1e-2);
+    free(ref);
+    tm_ctx_free(ctx);
+    tm_model_free(m);
+    json_decref(meta);
+    unlink(path);
+}
 
 /* llama2.c checkpoint: loads as the llama recipe; the greedy story is checked
  * against a numpy reimplementation in tests/py/test_golden.py. Here: it runs,

@@ -1,7 +1,8 @@
 /*
  * cmd_embed.c - `lctl embed MODEL --text T`: the sentence embedding of an
  * embedding model (recipe pooling "mean": BERT, all-MiniLM-L6-v2), printed as a
- * JSON array of floats, one line per text.
+ * JSON array of floats, one line per text. `--ids 1,2,3` embeds token ids as given
+ * (fixtures without a vocabulary need no tokenizer).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,12 +14,14 @@
 #include "tm/tm_tokenizer.h"
 
 static void embed_usage(FILE *f) {
-    fprintf(f, "usage: lctl embed MODEL (--text T)... [-t THREADS]\n\n"
+    fprintf(f, "usage: lctl embed MODEL (--text T | --ids LIST)... [-t THREADS]\n\n"
                "Prints the mean-pooled, L2-normalized embedding of each text as a JSON array on\n"
                "its own line. MODEL is an embedding model: a Hugging Face folder or GGUF of a\n"
                "BERT-style encoder (e.g. models/all-MiniLM-L6-v2 from scripts/fetch_models.sh).\n\n"
                "options:\n"
                "  --text T         a text to embed (repeatable)\n"
+               "  --ids LIST       token ids to embed as given, comma-separated (repeatable;\n"
+               "                   no tokenizer needed)\n"
                "  -t, --threads N  compute threads (default: online CPUs)\n"
                "  -h, --help       this text\n");
 }
@@ -26,22 +29,26 @@ static void embed_usage(FILE *f) {
 int lctl_embed(int argc, char **argv) {
     const char *model_path = NULL;
     const char *texts[64];
-    int         n_texts = 0, n_threads = 0;
+    bool        is_ids[64]; /* texts[i] is a token id list (--ids) */
+    int         n_texts = 0, n_threads = 0, n_words = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             embed_usage(stdout);
             return 0;
-        } else if (!strcmp(a, "--text") || !strcmp(a, "-t") || !strcmp(a, "--threads")) {
+        } else if (!strcmp(a, "--text") || !strcmp(a, "--ids") || !strcmp(a, "-t") ||
+                   !strcmp(a, "--threads")) {
             if (i + 1 >= argc) {
                 fprintf(stderr, "lctl embed: %s needs a value\n", a);
                 return 2;
             }
-            if (a[1] == '-' && a[2] == 't' && a[3] == 'e') {
+            if (!strcmp(a, "--text") || !strcmp(a, "--ids")) {
                 if (n_texts == 64) {
                     fprintf(stderr, "lctl embed: at most 64 texts per call\n");
                     return 2;
                 }
+                is_ids[n_texts] = !strcmp(a, "--ids");
+                n_words += !is_ids[n_texts];
                 texts[n_texts++] = argv[++i];
             } else {
                 n_threads = atoi(argv[++i]);
@@ -78,7 +85,7 @@ int lctl_embed(int argc, char **argv) {
     tm_tokenizer_params tp = tm_tokenizer_params_default();
     tp.gguf = tm_model_gguf(model);
     tp.path = tp.gguf ? NULL : model_path;
-    if (tm_tokenizer_init(&tp, &tok) != TM_OK)
+    if (n_words > 0 && tm_tokenizer_init(&tp, &tok) != TM_OK)
         goto fail;
     const tm_hparams *hp = tm_model_get_hparams(model);
     tm_ctx_params     cp = tm_ctx_params_default();
@@ -91,8 +98,20 @@ int lctl_embed(int argc, char **argv) {
     for (int i = 0; i < n_texts; i++) {
         int32_t *ids = NULL;
         size_t   n = 0;
-        if (tm_tokenizer_encode(tok, texts[i], strlen(texts[i]), true, false, &ids, &n) != TM_OK)
+        if (is_ids[i]) {
+            if (lctl_parse_ids("lctl embed", "--ids", texts[i], &ids, &n) != 0) {
+                tm_free(ids);
+                goto done;
+            }
+            if (n == 0) {
+                fprintf(stderr, "lctl embed: --ids %d is empty\n", i + 1);
+                tm_free(ids);
+                goto done;
+            }
+        } else if (tm_tokenizer_encode(tok, texts[i], strlen(texts[i]), true, false, &ids, &n) !=
+                   TM_OK) {
             goto fail;
+        }
         if (n > (size_t)cp.n_batch) {
             fprintf(stderr, "lctl embed: text %d has %zu tokens; the model takes at most %d\n",
                     i + 1, n, cp.n_batch);

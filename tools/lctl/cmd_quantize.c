@@ -4,7 +4,9 @@
  * with the gguf package where it has one). TYPE is a dtype name (f16, q8_0,
  * q4_0, q4_k, ...) or a llama.cpp-style mix: q4_k_m, q5_k_m, q6_k (mixes keep
  * attn_v / ffn_down of some layers and output.weight at higher precision, as
- * llama.cpp's llama_tensor_get_type does without an importance matrix).
+ * llama.cpp's llama_tensor_get_type does without an importance matrix). Learned
+ * position embeddings and BERT's token-type rows stay as they are, as llama.cpp's
+ * quantizer leaves them (the loader reads token types as float rows).
  *
  * `lctl quantize --random VOCAB.gguf OUT TYPE [--shape E,L,H,HKV,FF]` writes a
  * Llama-architecture model with random weights at real shapes (default
@@ -214,6 +216,12 @@ static tm_status quant_add(quant_out *o, const char *name, tm_dtype dst, int32_t
     return tm_gguf_writer_add_tensor(o->w, name, dst, n_dims, ne, buf, nb);
 }
 
+/* Matrices llama.cpp's quantizer copies unchanged (llama-quant.cpp): learned positions
+ * (gpt2, bert) and token types (bert). */
+static bool quant_keeps(const char *name) {
+    return strcmp(name, "position_embd.weight") == 0 || strcmp(name, "token_types.weight") == 0;
+}
+
 static int quant_layer_of(const char *name) {
     int i;
     return sscanf(name, "blk.%d.", &i) == 1 ? i : -1;
@@ -238,7 +246,7 @@ static tm_status quant_file(quant_out *o, const tm_gguf *in, const quant_plan *p
         const tm_dtype_traits *tr = tm_dtype_get_traits(t->dtype);
         const size_t           len = strlen(nm);
         const bool matrix = t->n_dims >= 2 && len > 7 && !strcmp(nm + len - 7, ".weight") &&
-                            tr != NULL && tr->can_dequant;
+                            tr != NULL && tr->can_dequant && !quant_keeps(nm);
         if (!matrix) {
             TM_TRY(tm_gguf_writer_add_tensor(o->w, nm, t->dtype, t->n_dims, t->ne, t->data,
                                              t->n_bytes));
