@@ -63,11 +63,28 @@ static double qd_step(tm_dtype t, const void *xv, int64_t i) {
     return 0.0;
 }
 
+/* The one-column dot of exactly that ISA; NULL when it has none for t or was
+ * not built for this architecture (the other family's getters return NULL). */
+static tm_cpu_vec_dot qd_dot_of(tm_dtype t, tm_cpu_isa isa) {
+    switch (isa) {
+    case TM_CPU_ISA_AVX2: return tm__cpu_dot_avx2(t);
+    case TM_CPU_ISA_AVX512: return tm__cpu_dot_avx512(t);
+    case TM_CPU_ISA_NEON: return tm__cpu_dot_neon(t);
+    case TM_CPU_ISA_NEON_DOTPROD: return tm__cpu_dot_neon_dotprod(t);
+    default: return NULL;
+    }
+}
+
+/* TM_TEST_EXPECT_ISA=<name> (scripts/cross_arm64.sh) fails the run unless the
+ * detected ISA is that one, so an emulated CPU model really tests its path. */
 TEST(isa_is_chosen) {
     tm_cpu_isa isa = tm__cpu_isa();
     printf("  dot ISA: %s (supported: %s)\n", tm__cpu_isa_name(isa),
            tm__cpu_isa_name(tm__cpu_isa_supported()));
     EXPECT_TRUE(isa <= tm__cpu_isa_supported());
+    const char *want = getenv("TM_TEST_EXPECT_ISA");
+    if (want != NULL && want[0] != '\0')
+        EXPECT_EQ_STR(tm__cpu_isa_name(tm__cpu_isa_supported()), want);
     for (int i = 0; i < QD_N_TYPES; i++) {
         EXPECT_TRUE(tm__cpu_dot_ref(qd_types[i]) != NULL);
         EXPECT_TRUE(tm__cpu_vec_kind(qd_types[i]) != TM_CPU_VEC_NONE);
@@ -120,7 +137,7 @@ TEST(simd_dot_vs_ref_real) {
     for (int isa = TM_CPU_ISA_AVX2; isa <= (int)tm__cpu_isa_supported(); isa++)
         for (int ti = 0; ti < QD_N_TYPES; ti++) {
             const tm_dtype t = qd_types[ti];
-            tm_cpu_vec_dot f = isa == TM_CPU_ISA_AVX2 ? tm__cpu_dot_avx2(t) : tm__cpu_dot_avx512(t);
+            tm_cpu_vec_dot f = qd_dot_of(t, (tm_cpu_isa)isa);
             if (f == NULL)
                 continue;
             qd_fill(w, n, 99u + (uint32_t)ti);
@@ -186,7 +203,7 @@ TEST(simd_dot_exact_integer) {
         for (int ti = 0; ti < QD_N_TYPES; ti++) {
             const tm_dtype t = qd_types[ti];
             const int     *fields = qd_scale_fields(t);
-            tm_cpu_vec_dot f = isa == TM_CPU_ISA_AVX2 ? tm__cpu_dot_avx2(t) : tm__cpu_dot_avx512(t);
+            tm_cpu_vec_dot f = qd_dot_of(t, (tm_cpu_isa)isa);
             if (f == NULL || fields == NULL)
                 continue;
             const tm_dtype_traits *tr = tm_dtype_get_traits(t);
@@ -270,6 +287,13 @@ TEST(quantize_activations_same_bytes) {
     tm__cpu_quantize_q8_32_avx2(x, b, n);
     tm__cpu_quantize_q8_k_ref(x, c, n);
     tm__cpu_quantize_q8_k_avx2(x, d, n);
+    EXPECT_TRUE(memcmp(a, b, b32) == 0);
+    EXPECT_TRUE(memcmp(c, d, bk) == 0);
+    /* NEON (the reference where not arm64) */
+    memset(b, 0x55, b32);
+    memset(d, 0x55, bk);
+    tm__cpu_quantize_q8_32_neon(x, b, n);
+    tm__cpu_quantize_q8_k_neon(x, d, n);
     EXPECT_TRUE(memcmp(a, b, b32) == 0);
     EXPECT_TRUE(memcmp(c, d, bk) == 0);
     free(x);
