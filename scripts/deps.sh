@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 APT_PKGS=(build-essential cmake pkg-config git clang clang-format llvm libclang-rt-14-dev
           libpcre2-dev libutf8proc-dev libjansson-dev libxxhash-dev libsodium-dev
           libwebsockets-dev python3-venv python3-pip unzip ca-certificates
-          chromium)
+          chromium gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
 missing=()
 for p in "${APT_PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -6,10 +6,13 @@
 #  3. builds release with -Werror (CUDA sources compiled when nvcc is present)
 #  4. runs the C unit tests on that release build, then builds debug with AddressSanitizer +
 #     UBSan and runs them again there (ctest)
+#  4b. cross-builds core + CPU backend for arm64 and runs their unit tests under qemu-aarch64,
+#     with and without the dotprod extension (scripts/cross_arm64.sh; correctness only)
 #  5. runs the Python oracle tests (pytest: tokenizers, gguf, safetensors, jinja2...)
 #  6. builds the libFuzzer harnesses (clang, ASan+UBSan) and runs each for a bounded time
 #
 # Environment: TM_FUZZ_SECONDS (default 20) per harness; TM_SKIP_FUZZ=1 skips step 6.
+# TM_SKIP_ARM64=1 skips step 4b.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -82,6 +85,7 @@ stage format format_check
 stage build-release build_release
 stage unit-release unit_release
 stage unit-asan unit_asan
+[ "${TM_SKIP_ARM64:-0}" = 1 ] || stage cross-arm64 scripts/cross_arm64.sh
 stage python-oracles pytests
 [ "${TM_SKIP_FUZZ:-0}" = 1 ] || stage fuzz fuzz
 

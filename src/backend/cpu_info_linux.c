@@ -9,6 +9,17 @@
 
 #include "backend/backend_int.h"
 
+#if defined(__aarch64__)
+#include <sys/auxv.h>
+/* AT_HWCAP bits of the arm64 kernel ABI (asm/hwcap.h), for older C libraries. */
+#ifndef HWCAP_ASIMD
+#define HWCAP_ASIMD (1UL << 1)
+#endif
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1UL << 20)
+#endif
+#endif
+
 static tm_cpu_features cpu_feats;
 static int             cpu_feats_done;
 
@@ -40,10 +51,12 @@ const tm_cpu_features *tm_cpu_features_get(void) {
             fclose(fp);
         }
 #elif defined(__aarch64__)
-        f.neon = true;
-#if defined(__ARM_FEATURE_DOTPROD)
-        f.dotprod = true;
-#endif
+        /* What the kernel reports for this CPU, not what the compiler assumed:
+         * the dotprod dots are built for every arm64 target and must only run
+         * where sdot exists. */
+        const unsigned long hw = getauxval(AT_HWCAP);
+        f.neon = (hw & HWCAP_ASIMD) != 0;
+        f.dotprod = f.neon && (hw & HWCAP_ASIMDDP) != 0;
 #endif
         cpu_feats = f;
         cpu_feats_done = 1;

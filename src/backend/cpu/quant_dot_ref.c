@@ -73,14 +73,18 @@ void tm__cpu_quantize_q8_k_ref(const float *x, tm_q8_k *out, int64_t n) {
 }
 
 void tm__cpu_quantize_q8_32(const float *x, tm_q8_32 *out, int64_t n) {
-    if (tm__cpu_isa() >= TM_CPU_ISA_AVX2)
+    if (tm__cpu_isa() >= TM_CPU_ISA_NEON)
+        tm__cpu_quantize_q8_32_neon(x, out, n);
+    else if (tm__cpu_isa() >= TM_CPU_ISA_AVX2)
         tm__cpu_quantize_q8_32_avx2(x, out, n);
     else
         tm__cpu_quantize_q8_32_ref(x, out, n);
 }
 
 void tm__cpu_quantize_q8_k(const float *x, tm_q8_k *out, int64_t n) {
-    if (tm__cpu_isa() >= TM_CPU_ISA_AVX2)
+    if (tm__cpu_isa() >= TM_CPU_ISA_NEON)
+        tm__cpu_quantize_q8_k_neon(x, out, n);
+    else if (tm__cpu_isa() >= TM_CPU_ISA_AVX2)
         tm__cpu_quantize_q8_k_avx2(x, out, n);
     else
         tm__cpu_quantize_q8_k_ref(x, out, n);
@@ -397,7 +401,11 @@ tm_cpu_vec_dot tm__cpu_dot_ref(tm_dtype t) {
 
 tm_cpu_vec_dot tm__cpu_dot_get(tm_dtype t, tm_cpu_isa isa) {
     tm_cpu_vec_dot f = NULL;
-    if (isa >= TM_CPU_ISA_AVX512)
+    if (isa >= TM_CPU_ISA_NEON_DOTPROD)
+        f = tm__cpu_dot_neon_dotprod(t);
+    if (f == NULL && isa >= TM_CPU_ISA_NEON)
+        f = tm__cpu_dot_neon(t);
+    if (f == NULL && isa >= TM_CPU_ISA_AVX512)
         f = tm__cpu_dot_avx512(t);
     if (f == NULL && isa >= TM_CPU_ISA_AVX2)
         f = tm__cpu_dot_avx2(t);
@@ -437,6 +445,8 @@ void tm__cpu_mm_kernels(tm_dtype t, tm_cpu_isa isa, int64_t n_cols, tm_cpu_vec_d
 
 tm_cpu_isa tm__cpu_isa_supported(void) {
     const tm_cpu_features *f = tm_cpu_features_get();
+    if (f->neon)
+        return f->dotprod ? TM_CPU_ISA_NEON_DOTPROD : TM_CPU_ISA_NEON;
     if (f->avx512f && f->avx512bw && f->avx512vl && f->avx512vnni && f->avx2 && f->fma && f->f16c)
         return TM_CPU_ISA_AVX512;
     if (f->avx2 && f->fma && f->f16c)
@@ -464,6 +474,7 @@ void tm__cpu_set_isa(tm_cpu_isa isa) {
 }
 
 const char *tm__cpu_isa_name(tm_cpu_isa isa) {
-    static const char *const names[TM_CPU_ISA_COUNT] = {"ref", "avx2", "avx512"};
+    static const char *const names[TM_CPU_ISA_COUNT] = {"ref", "avx2", "avx512", "neon",
+                                                        "neon-dotprod"};
     return (unsigned)isa < TM_CPU_ISA_COUNT ? names[isa] : "?";
 }

@@ -57,6 +57,10 @@ typedef enum tm_cpu_isa {
     TM_CPU_ISA_REF = 0,    /* plain C */
     TM_CPU_ISA_AVX2 = 1,   /* AVX2 + FMA + F16C */
     TM_CPU_ISA_AVX512 = 2, /* AVX-512 F/BW/VL + VNNI */
+    /* arm64, numbered above the x86 sets: a CPU supports one family only and the
+     * other family's getters return NULL there, so "at or below" still holds. */
+    TM_CPU_ISA_NEON = 3,         /* ASIMD (every arm64 CPU) */
+    TM_CPU_ISA_NEON_DOTPROD = 4, /* ASIMD + dotprod (sdot) */
     TM_CPU_ISA_COUNT
 } tm_cpu_isa;
 
@@ -106,11 +110,15 @@ void tm__cpu_quantize_q8_32_ref(const float *x, tm_q8_32 *out, int64_t n);
 void tm__cpu_quantize_q8_k_ref(const float *x, tm_q8_k *out, int64_t n);
 void tm__cpu_quantize_q8_32_avx2(const float *x, tm_q8_32 *out, int64_t n); /* x86 + AVX2 */
 void tm__cpu_quantize_q8_k_avx2(const float *x, tm_q8_k *out, int64_t n);
+void tm__cpu_quantize_q8_32_neon(const float *x, tm_q8_32 *out, int64_t n); /* arm64 */
+void tm__cpu_quantize_q8_k_neon(const float *x, tm_q8_k *out, int64_t n);
 
 /* The dot of one ISA; NULL when that ISA has no variant for t (or was not built). */
 tm_cpu_vec_dot tm__cpu_dot_ref(tm_dtype t);
 tm_cpu_vec_dot tm__cpu_dot_avx2(tm_dtype t);
 tm_cpu_vec_dot tm__cpu_dot_avx512(tm_dtype t);
+tm_cpu_vec_dot tm__cpu_dot_neon(tm_dtype t);
+tm_cpu_vec_dot tm__cpu_dot_neon_dotprod(tm_dtype t);
 
 /* Four-row dots (AVX-512 VNNI: Q4_0, Q5_0, Q8_0, Q4_K, Q6_K); NULL where there is none. */
 tm_cpu_vec_dot_r4 tm__cpu_dot_r4_avx512(tm_dtype t);
