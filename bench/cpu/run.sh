@@ -23,7 +23,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 if [ -z "$lctl" ]; then
-  for c in "$root"/build/simd-rel/lctl "$root"/build/*/lctl; do [ -x "$c" ] && { lctl="$c"; break; }; done
+  for c in "$root"/build/release/lctl "$root"/build/*/lctl; do [ -x "$c" ] && { lctl="$c"; break; }; done
 fi
 [ -x "$lctl" ] || { echo "run.sh: no lctl binary (build Release, or pass -l)" >&2; exit 1; }
 if [ -n "$peer" ] && [ ! -x "$peer" ]; then echo "run.sh: $peer is not executable" >&2; exit 1; fi
