@@ -84,7 +84,8 @@ int main(int argc, char **argv) {
                                           (tm_q8_32x4 *)(xi + (size_t)g * gs));
         printf("%-6s", tm_dtype_name(t));
         for (size_t ci = 0; ci < sizeof cols / sizeof cols[0]; ci++) {
-            const int nc = cols[ci], reps = 4000 / nc;
+            const int nc = cols[ci];
+            const int reps = (int)(4000 / nc * 256 / N) > 0 ? (int)(4000 / nc * 256 / N) : 1;
             double    t0 = bk_now();
             for (int r = 0; r < reps; r++)
                 for (int64_t n = 0; n < N; n += 4) {
