@@ -116,6 +116,10 @@ typedef struct tm_ctx_params {
     int32_t n_seq_max;     /* sequence ids 0 .. n_seq_max - 1; 0 = 1 */
     int32_t kv_block_size; /* positions per KV block, a power of two; 0 = 16 */
     int32_t n_kv_blocks;   /* blocks in the KV pool; 0 = n_seq_max * ceil(n_ctx / block) */
+    /* Logits rows one tm_ctx_decode_batch may return (capped at n_batch); 0 = n_seq_max
+     * (one per sequence). More rows cost scratch (n_vocab floats each), reserved at init:
+     * the scheduler adds rows for prompt log-probabilities. Ignored with logits_all. */
+    int32_t n_out_max;
 } tm_ctx_params;
 
 tm_ctx_params tm_ctx_params_default(void);
@@ -145,7 +149,7 @@ typedef struct tm_batch {
 
 /* Runs one batch. Logits of the tokens with want_logits come back in batch
  * order: tm_ctx_logits(ctx, k) is the k-th of them. At most n_batch tokens and
- * (unless logits_all) min(n_batch, n_seq_max) logits rows per call.
+ * (unless logits_all) min(n_batch, n_out_max or n_seq_max) logits rows per call.
  * TM_ERR_INVALID for a bad id, sequence, position or count; TM_ERR_FULL when a
  * sequence would pass n_ctx or the KV pool lacks blocks (nothing changes then).
  * Does no heap allocation. */

@@ -131,11 +131,11 @@ tm_status tm_ctx_init(const tm_model *model, const tm_ctx_params *params, tm_ctx
         return tm_fail(TM_ERR_INVALID, "ctx: n_ctx %d / n_batch %d out of range", p.n_ctx,
                        p.n_batch);
     if (p.n_seq_max < 1 || p.n_seq_max > 4096 || p.kv_block_size < 1 || p.kv_block_size > 1024 ||
-        (p.kv_block_size & (p.kv_block_size - 1)) != 0 || p.n_kv_blocks < 0)
+        (p.kv_block_size & (p.kv_block_size - 1)) != 0 || p.n_kv_blocks < 0 || p.n_out_max < 0)
         return tm_fail(TM_ERR_INVALID,
                        "ctx: n_seq_max %d (1..4096), kv_block_size %d (a power of two <= 1024), "
-                       "n_kv_blocks %d",
-                       p.n_seq_max, p.kv_block_size, p.n_kv_blocks);
+                       "n_kv_blocks %d, n_out_max %d",
+                       p.n_seq_max, p.kv_block_size, p.n_kv_blocks, p.n_out_max);
     /* One sequence's batch cannot pass its context; several sequences' can. */
     if (p.n_seq_max == 1 && p.n_batch > p.n_ctx)
         return tm_fail(TM_ERR_INVALID, "ctx: n_batch %d > n_ctx %d", p.n_batch, p.n_ctx);
@@ -155,7 +155,8 @@ tm_status tm_ctx_init(const tm_model *model, const tm_ctx_params *params, tm_ctx
         return tm_fail(TM_ERR_NOMEM, "ctx");
     c->model = model;
     c->p = p;
-    c->n_out_max = p.logits_all ? p.n_batch : (p.n_seq_max < p.n_batch ? p.n_seq_max : p.n_batch);
+    const int32_t n_out = p.logits_all ? p.n_batch : p.n_out_max > 0 ? p.n_out_max : p.n_seq_max;
+    c->n_out_max = n_out < p.n_batch ? n_out : p.n_batch;
     tm_status         st = TM_OK;
     tm_kvcache_params kp = {.n_blocks = p.n_kv_blocks,
                             .block_size = p.kv_block_size,
