@@ -55,6 +55,11 @@ typedef struct tm_sched_params {
     int32_t n_kv_blocks;     /* blocks; 0 = n_parallel * ceil(n_ctx / kv_block_size) */
     int32_t kv_block_size;   /* positions per block, a power of two; 0 = 16 */
     bool    no_prefix_cache; /* true: never reuse cached prompt blocks */
+    /* Logits rows one step may spend on prompt log-probabilities (requests with
+     * n_prompt_logprobs >= 0 prefill at most this many tokens per step): the
+     * context reserves n_parallel + this many rows (n_vocab floats each, capped at
+     * n_batch). 0 = 64; -1 = none, and such requests are refused at submit. */
+    int32_t n_prompt_logits;
 } tm_sched_params;
 
 tm_sched_params tm_sched_params_default(void);
@@ -72,6 +77,19 @@ typedef struct tm_gen_params {
      * most likely alternatives (tm_sched_out.logprobs). sampler.bias_id/bias
      * (logit_bias) are copied by req_init. */
     int32_t n_logprobs;
+    /* -1 (default): none. 0..TM_SAMPLER_MAX_LOGPROBS: every prompt token after the
+     * first gets a record too (its log-probability given the tokens before it,
+     * plus that many alternatives; tm_sched_out.prompt_logprobs), as OpenAI's
+     * legacy completions with echo. Such a prompt is always prefilled in full
+     * (no prefix-cache reuse: every position's logits are needed). */
+    int32_t n_prompt_logprobs;
+    /* Prefill the prompt (for prompt_logprobs) and sample nothing: the request
+     * ends with TM_FINISH_LENGTH and no tokens (completions max_tokens 0 + echo).
+     * max_tokens is ignored. */
+    bool prefill_only;
+    /* The answer's text continues the prompt's (echo): its first token is not
+     * decoded as the start of a text (tm_detokenizer_continue). */
+    bool continue_text;
 } tm_gen_params;
 
 tm_gen_params tm_gen_params_default(void);
@@ -111,6 +129,14 @@ typedef struct tm_sched_out {
                                    its text (text held back for a stop string or an
                                    incomplete UTF-8 sequence) */
     int32_t n_logprobs;         /* records in logprobs */
+    /* n_prompt_logprobs >= 0: the prompt's records, handed over once, at the
+     * first poll after the whole prompt is in the cache (never for a request that
+     * ended before); caller tm_free()s. prompt_logprobs[i] scores prompt token
+     * i + 1; the first prompt token has no record (nothing precedes it). */
+    tm_sched_logprob *prompt_logprobs;
+    int32_t           n_prompt_logprobs; /* n_prompt - 1 when handed over, else 0 */
+    bool              prompt_done;       /* prompt_logprobs were handed over (now or before)
+                                            or none were asked for and prefill is over */
 } tm_sched_out;
 
 /* Snapshot of the scheduler's counters (for /metrics). */
@@ -151,12 +177,15 @@ int32_t tm_sched_n_ctx(const tm_sched *s); /* positions per sequence */
 void    tm_sched_get_stats(tm_sched *s, tm_sched_stats *out);
 
 /* A request with one reference held by the caller. prompt (n_prompt >= 1 ids)
- * and gen's stop strings are copied. TM_ERR_INVALID for a bad count. */
+ * and gen's stop strings are copied. TM_ERR_INVALID for a bad count. Prompt
+ * log-probability records (n_prompt_logprobs >= 0) are allocated at admission,
+ * once the prompt is known to fit the context. */
 tm_status tm_sched_req_init(const tm_gen_params *gen, const int32_t *prompt, int32_t n_prompt,
                             tm_sched_req **out);
 /* Queues r (the scheduler takes its own reference). TM_ERR_FULL when max_queue
  * requests are already waiting; TM_ERR_INVALID when the prompt does not fit
- * the context. On error the scheduler holds no reference. */
+ * the context, or r asks for prompt log-probabilities and n_prompt_logits is -1.
+ * On error the scheduler holds no reference. */
 tm_status tm_sched_submit(tm_sched *s, tm_sched_req *r);
 /* Takes the output produced since the last poll (see tm_sched_out). */
 void tm_sched_req_poll(tm_sched_req *r, tm_sched_out *out);

@@ -163,5 +163,9 @@ void      tm_detokenizer_free(tm_detokenizer *d); /* NULL is a no-op */
 tm_status tm_detokenizer_feed(tm_detokenizer *d, int32_t id, const char **bytes, size_t *len);
 tm_status tm_detokenizer_flush(tm_detokenizer *d, const char **bytes, size_t *len);
 void      tm_detokenizer_reset(tm_detokenizer *d); /* start a new text */
+/* Like reset, for a text that continues one shown before it (an answer after its
+ * echoed prompt): the first id fed is decoded as a token inside a text, so a
+ * SentencePiece "▁a" gives " a", as decoding prompt and answer together does. */
+void tm_detokenizer_continue(tm_detokenizer *d);
 
 #endif /* TM_TOKENIZER_H */

@@ -953,6 +953,11 @@ void tm_detokenizer_reset(tm_detokenizer *d) {
     d->out.n = 0;
 }
 
+void tm_detokenizer_continue(tm_detokenizer *d) {
+    tm_detokenizer_reset(d);
+    d->index = 1; /* dec_token's first-token rules apply at index 0 only */
+}
+
 /* True when p[0..n) (n >= 1) is a proper prefix of some valid UTF-8 sequence. */
 static bool utf8_incomplete(const uint8_t *p, size_t n) {
     uint8_t c = p[0];

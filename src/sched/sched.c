@@ -25,6 +25,15 @@
  *      register newly prefilled full prompt blocks in the prefix cache, publish
  *      text, retire finished sequences, wake the server once.
  *
+ * Prompt log-probabilities (gen.n_prompt_logprobs >= 0, legacy completions'
+ * echo + logprobs): such a prompt is prefilled in full (no prefix-cache attach)
+ * with logits wanted at every position; the row of position p scores prompt
+ * token p + 1 into the request's record array (allocated at admission: bounded
+ * by the context). Those rows come from a per-step budget (n_prompt_logits) on
+ * top of one row per sequence, which is what the context reserves; other
+ * requests' batches are unchanged. The records are handed to the poller once
+ * the whole prompt is in the cache.
+ *
  * Invariants: a slot's sequence id is its index; a free slot's sequence holds
  * no blocks; after tm_sched_init() a step allocates only for request output
  * (text buffers), never for the model or the KV pool.
@@ -66,6 +75,12 @@ struct tm_sched_req {
     int32_t           n_cached; /* prompt tokens from the prefix cache */
     tm_sched_logprob *lp;       /* records not yet polled */
     int32_t           n_lp, lp_cap;
+    /* prompt records [n_prompt - 1] (gen.n_prompt_logprobs >= 0): allocated and
+     * written by the scheduler thread before it sets prefilled; after that only
+     * the poller touches them (it takes the array once) */
+    tm_sched_logprob *plp;
+    bool              prefilled; /* the whole prompt is in the cache (plp complete) */
+    bool              plp_taken; /* plp was handed to the poller */
     bool              started;
     tm_finish         finish;
     char              error[160];
@@ -86,6 +101,7 @@ typedef struct sched_slot {
     size_t           emit_len, emit_cap;
     tm_sched_logprob lp;     /* this step's token's log-probabilities (no allocation) */
     bool             has_lp; /* lp waits to be published */
+    bool             plp;    /* the request wants prompt log-probabilities */
     tm_finish        finish;
 } sched_slot;
 
@@ -98,9 +114,10 @@ struct tm_sched {
     tm_kvcache     *kv;            /* ctx's block manager */
     sched_slot     *slots;         /* p.n_parallel */
     int32_t         n_cap;         /* tokens per batch (ctx n_batch) */
+    int32_t         n_plp_rows;    /* logits rows per step for prompt log-probabilities */
     int32_t        *b_tok, *b_seq; /* [n_cap] the step's batch */
+    int32_t        *b_pos;         /* [n_cap] prompt position of a prefill token, else -1 */
     bool           *b_want;        /* [n_cap] */
-    int32_t        *b_out;         /* [n_parallel] slot of each logits row */
     uint64_t        n_admitted;
     pthread_t       thread;
     bool            thread_started;
@@ -129,6 +146,7 @@ tm_gen_params tm_gen_params_default(void) {
     g.sampler = tm_sampler_params_default();
     g.max_tokens = 16;
     g.n_logprobs = -1;
+    g.n_prompt_logprobs = -1;
     return g;
 }
 
@@ -141,6 +159,7 @@ static void req_destroy(tm_sched_req *r) {
     tm_free(r->bias_id);
     tm_free(r->bias);
     tm_free(r->lp);
+    tm_free(r->plp);
     tm_free(r->out);
     pthread_mutex_destroy(&r->mu);
     tm_free(r);
@@ -156,6 +175,9 @@ tm_status tm_sched_req_init(const tm_gen_params *gen, const int32_t *prompt, int
     if (gen->n_logprobs < -1 || gen->n_logprobs > TM_SAMPLER_MAX_LOGPROBS)
         return tm_fail(TM_ERR_INVALID, "sched: n_logprobs %d outside [-1, %d]", gen->n_logprobs,
                        TM_SAMPLER_MAX_LOGPROBS);
+    if (gen->n_prompt_logprobs < -1 || gen->n_prompt_logprobs > TM_SAMPLER_MAX_LOGPROBS)
+        return tm_fail(TM_ERR_INVALID, "sched: n_prompt_logprobs %d outside [-1, %d]",
+                       gen->n_prompt_logprobs, TM_SAMPLER_MAX_LOGPROBS);
     if (gen->sampler.n_bias < 0 ||
         (gen->sampler.n_bias > 0 && (gen->sampler.bias_id == NULL || gen->sampler.bias == NULL)))
         return tm_fail(TM_ERR_INVALID, "sched: bad logit bias");
@@ -237,6 +259,13 @@ void tm_sched_req_poll(tm_sched_req *r, tm_sched_out *out) {
         r->lp = NULL;
         r->n_lp = r->lp_cap = 0;
     }
+    if (r->prefilled && r->gen.n_prompt_logprobs >= 0 && !r->plp_taken) {
+        out->prompt_logprobs = r->plp; /* NULL for a one-token prompt */
+        out->n_prompt_logprobs = r->plp != NULL ? r->n_prompt - 1 : 0;
+        r->plp = NULL;
+        r->plp_taken = true;
+    }
+    out->prompt_done = r->gen.n_prompt_logprobs >= 0 ? r->plp_taken : r->prefilled;
     out->n_prompt = r->n_prompt;
     out->n_completion = r->n_completion;
     out->n_cached = r->n_cached;
@@ -285,6 +314,9 @@ tm_status tm_sched_submit(tm_sched *s, tm_sched_req *r) {
     if (r->n_prompt >= s->n_ctx)
         return tm_fail(TM_ERR_INVALID, "prompt has %d tokens, the context holds %d", r->n_prompt,
                        s->n_ctx);
+    if (r->gen.n_prompt_logprobs >= 0 && s->n_plp_rows == 0)
+        return tm_fail(TM_ERR_INVALID, "sched: prompt log-probabilities are turned off "
+                                       "(n_prompt_logits -1)");
     pthread_mutex_lock(&s->mu);
     if (s->stopping || s->stats.n_waiting >= s->p.max_queue) {
         int32_t n = s->stats.n_waiting;
@@ -318,8 +350,9 @@ int32_t tm_sched_n_ctx(const tm_sched *s) { return s->n_ctx; }
 /* Publishes a request's end (and any last text) and drops the scheduler's reference. */
 static void sched_finish_req(tm_sched *s, tm_sched_req *r, tm_finish why, const char *error,
                              const char *text, size_t len, int32_t n_gen,
-                             const tm_sched_logprob *lp) {
+                             const tm_sched_logprob *lp, bool prefilled) {
     pthread_mutex_lock(&r->mu);
+    r->prefilled |= prefilled;
     if ((len > 0 && !buf_append(&r->out, &r->out_len, &r->out_cap, text, len)) ||
         (lp != NULL && !req_push_lp(r, lp))) {
         why = TM_FINISH_ERROR;
@@ -345,7 +378,7 @@ static int32_t slot_seq(const tm_sched *s, const sched_slot *sl) {
 
 static void slot_retire(tm_sched *s, sched_slot *sl, tm_finish why, const char *error) {
     sched_finish_req(s, sl->req, why, error, sl->emit, sl->emit_len, sl->n_gen,
-                     sl->has_lp ? &sl->lp : NULL);
+                     sl->has_lp ? &sl->lp : NULL, sl->n_prefilled == sl->req->n_prompt);
     sl->req = NULL;
     sl->has_lp = false;
     sl->emit_len = 0;
@@ -365,13 +398,23 @@ static void slot_retire(tm_sched *s, sched_slot *sl, tm_finish why, const char *
  * when it must wait. */
 static tm_status slot_start(tm_sched *s, sched_slot *sl, tm_sched_req *r, int32_t reserve) {
     const int32_t seq = slot_seq(s, sl);
+    const bool    plp = r->gen.n_prompt_logprobs >= 0;
     int32_t       cached = 0;
-    if (!s->p.no_prefix_cache) /* at least one prompt token is run: its logits start the answer */
+    /* At least one prompt token is run: its logits start the answer. Prompt
+     * log-probabilities need every position's logits: no cached rows then. */
+    if (!s->p.no_prefix_cache && !plp)
         cached = tm_kvcache_seq_attach_prefix(s->kv, seq, r->prompt, r->n_prompt - 1, 0);
     const int32_t need = tm_kvcache_blocks_needed(s->kv, seq, r->n_prompt - cached + 1);
     if (need + reserve > tm_kvcache_n_free(s->kv)) {
         tm_ctx_seq_remove(s->ctx, seq); /* attached blocks back to the cache */
         return TM_ERR_FULL;
+    }
+    if (plp && r->n_prompt > 1 && r->plp == NULL) {
+        /* n_prompt < n_ctx (checked at submit): bounded by the context */
+        r->plp = tm_malloc((size_t)(r->n_prompt - 1) * sizeof *r->plp);
+        if (r->plp == NULL)
+            return tm_fail(TM_ERR_NOMEM, "sched: prompt log-probabilities of %d tokens",
+                           r->n_prompt);
     }
     TM_TRY(tm_sampler_init(&r->gen.sampler, s->n_vocab, &sl->smp));
     sl->req = r;
@@ -381,8 +424,11 @@ static tm_status slot_start(tm_sched *s, sched_slot *sl, tm_sched_req *r, int32_
     sl->admitted = s->n_admitted++;
     sl->hold_len = sl->emit_len = 0;
     sl->has_lp = false;
+    sl->plp = plp;
     sl->finish = TM_FINISH_NONE;
-    if (sl->detok != NULL)
+    if (sl->detok != NULL && r->gen.continue_text)
+        tm_detokenizer_continue(sl->detok);
+    else if (sl->detok != NULL)
         tm_detokenizer_reset(sl->detok);
     for (int32_t i = 0; i < r->n_prompt; i++)
         tm_sampler_accept(sl->smp, r->prompt[i]);
@@ -501,6 +547,30 @@ static void slot_sample(tm_sched *s, sched_slot *sl, const float *logits, double
         sl->finish = TM_FINISH_LENGTH;
 }
 
+/* Takes logits row `logits` of batch token i: the next token of a generating
+ * sequence or of a prompt that is now complete (sampled), or a prompt position
+ * p whose row scores prompt token p + 1 (prompt log-probabilities). */
+static void sched_take_row(tm_sched *s, int32_t i, const float *logits, double now) {
+    sched_slot   *sl = &s->slots[s->b_seq[i]];
+    tm_sched_req *r = sl->req;
+    const int32_t p = s->b_pos[i];
+    TM_ASSERT(r != NULL && logits != NULL); /* every wanted row comes back */
+    if (p >= 0 && p + 1 < r->n_prompt) {
+        TM_ASSERT(sl->plp && r->plp != NULL); /* only such prompts want inner rows */
+        tm_sched_logprob *rec = &r->plp[p];
+        rec->token = r->prompt[p + 1];
+        rec->n_top = r->gen.n_prompt_logprobs;
+        tm_sampler_logprobs(logits, s->n_vocab, rec->token, rec->n_top, &rec->logprob,
+                            rec->top_token, rec->top_logprob);
+        return;
+    }
+    if (r->gen.prefill_only) { /* the prompt is scored: nothing is generated */
+        sl->finish = TM_FINISH_LENGTH;
+        return;
+    }
+    slot_sample(s, sl, logits, now);
+}
+
 /* Runs tokens [a, e) of the step's batch (whole sequences' segments) and
  * samples the sequences that got logits; on a scratch shortfall it halves the
  * range at a segment boundary. A single segment that still fails ends its
@@ -515,7 +585,7 @@ static void sched_run_split(tm_sched *s, int32_t a, int32_t e) {
         const double now = sched_now();
         for (int32_t i = a, k = 0; i < e; i++)
             if (s->b_want[i])
-                slot_sample(s, &s->slots[s->b_seq[i]], tm_ctx_logits(s->ctx, k++), now);
+                sched_take_row(s, i, tm_ctx_logits(s->ctx, k++), now);
         return;
     }
     /* the segment boundary nearest the middle: a < m < e, b_seq[m - 1] != b_seq[m] */
@@ -542,7 +612,8 @@ static void sched_run_split(tm_sched *s, int32_t a, int32_t e) {
 /* Builds one batch of every generating sequence's next token and prefill
  * chunks, runs it, and samples the sequences that got logits. */
 static void sched_run_step(tm_sched *s) {
-    int32_t       n = 0, n_out = 0;
+    int32_t       n = 0;
+    int32_t       plp_left = s->n_plp_rows; /* rows left for prompt log-probabilities */
     int32_t       free_blk = tm_kvcache_n_free(s->kv);
     const int32_t bs = tm_kvcache_block_size(s->kv);
     sched_slot   *starved = NULL; /* youngest generating sequence that found no block */
@@ -561,8 +632,8 @@ static void sched_run_step(tm_sched *s) {
         free_blk -= need;
         s->b_tok[n] = sl->last;
         s->b_seq[n] = i;
+        s->b_pos[n] = -1;
         s->b_want[n] = true;
-        s->b_out[n_out++] = i;
         n++;
     }
     /* then prompt chunks, oldest admission first, within the token budget and the
@@ -584,21 +655,24 @@ static void sched_run_step(tm_sched *s) {
             c = s->p.n_batch - n;
         if ((int64_t)c > (int64_t)room + (int64_t)free_blk * bs)
             c = room + free_blk * bs;
+        if (sl->plp && c > plp_left) /* every position wants its logits row */
+            c = plp_left;
         if (c <= 0) {
-            sl->chunk = -1; /* waits for blocks this step */
+            sl->chunk = -1; /* waits for blocks (or logits rows) this step */
             continue;
         }
         free_blk -= tm_kvcache_blocks_needed(s->kv, seq, c);
+        if (sl->plp)
+            plp_left -= c;
         for (int32_t k = 0; k < c; k++, n++) {
             s->b_tok[n] = sl->req->prompt[sl->n_prefilled + k];
             s->b_seq[n] = seq;
-            s->b_want[n] = false;
+            s->b_pos[n] = sl->n_prefilled + k;
+            s->b_want[n] = sl->plp;
         }
         sl->chunk = c;
-        if (sl->n_prefilled + c == sl->req->n_prompt) {
+        if (sl->n_prefilled + c == sl->req->n_prompt)
             s->b_want[n - 1] = true; /* the prompt's last token starts the answer */
-            s->b_out[n_out++] = seq;
-        }
     }
     if (n == 0) {
         /* Nothing could run: the pool is exhausted by generating sequences. The
@@ -652,8 +726,9 @@ static void sched_run_step(tm_sched *s) {
     if (split) /* sampled by sched_run_split */
         return;
     const double now = sched_now();
-    for (int32_t k = 0; k < n_out; k++)
-        slot_sample(s, &s->slots[s->b_out[k]], tm_ctx_logits(s->ctx, k), now);
+    for (int32_t i = 0, k = 0; i < n; i++) /* rows come back in batch order */
+        if (s->b_want[i])
+            sched_take_row(s, i, tm_ctx_logits(s->ctx, k++), now);
 }
 
 /* Publishes each slot's new text; retires finished slots. Returns true if anything changed. */
@@ -680,6 +755,7 @@ static bool sched_publish(tm_sched *s) {
         sl->has_lp = false;
         r->n_completion = sl->n_gen;
         r->started = started;
+        r->prefilled |= started; /* prompt records (if any) were written in run_step */
         pthread_mutex_unlock(&r->mu);
         sl->emit_len = 0;
         if (!ok)
@@ -776,10 +852,10 @@ static void *sched_main(void *arg) {
             s->stats.n_waiting--;
             pthread_mutex_unlock(&s->mu);
             if (drop) {
-                sched_finish_req(s, r, TM_FINISH_CANCELLED, NULL, NULL, 0, 0, NULL);
+                sched_finish_req(s, r, TM_FINISH_CANCELLED, NULL, NULL, 0, 0, NULL, false);
                 changed = true;
             } else if (st != TM_OK) {
-                sched_finish_req(s, r, TM_FINISH_ERROR, tm_last_error(), NULL, 0, 0, NULL);
+                sched_finish_req(s, r, TM_FINISH_ERROR, tm_last_error(), NULL, 0, 0, NULL, false);
                 changed = true;
             }
         }
@@ -810,6 +886,9 @@ tm_status tm_sched_init(const tm_sched_params *params, tm_sched **out) {
         return tm_fail(TM_ERR_INVALID, "sched: n_parallel %d outside [1, 256]", params->n_parallel);
     if (params->max_queue < 0)
         return tm_fail(TM_ERR_INVALID, "sched: negative max_queue");
+    if (params->n_prompt_logits < -1)
+        return tm_fail(TM_ERR_INVALID, "sched: n_prompt_logits %d (-1: none, 0: default)",
+                       params->n_prompt_logits);
     tm_status st = TM_OK;
     tm_sched *s = tm_calloc(1, sizeof *s);
     if (s == NULL)
@@ -832,6 +911,13 @@ tm_status tm_sched_init(const tm_sched_params *params, tm_sched **out) {
     /* every generating sequence's token fits one batch */
     s->n_cap = s->p.n_batch > params->n_parallel ? s->p.n_batch : params->n_parallel;
     s->p.n_batch = s->n_cap;
+    /* Prompt log-probability rows per step: at most a batch. The context returns
+     * one row per sequence plus these (at most n_cap). */
+    s->n_plp_rows = params->n_prompt_logits == 0 ? 64 : params->n_prompt_logits;
+    if (s->n_plp_rows < 0)
+        s->n_plp_rows = 0;
+    if (s->n_plp_rows > s->n_cap)
+        s->n_plp_rows = s->n_cap;
     tm_ctx_params cp = tm_ctx_params_default();
     cp.n_ctx = s->n_ctx;
     cp.n_batch = s->n_cap;
@@ -839,14 +925,16 @@ tm_status tm_sched_init(const tm_sched_params *params, tm_sched **out) {
     cp.n_seq_max = params->n_parallel;
     cp.kv_block_size = params->kv_block_size;
     cp.n_kv_blocks = params->n_kv_blocks;
+    const int64_t n_out = (int64_t)params->n_parallel + s->n_plp_rows;
+    cp.n_out_max = n_out < s->n_cap ? (int32_t)n_out : s->n_cap;
     if ((st = tm_ctx_init(params->model, &cp, &s->ctx)) != TM_OK)
         goto fail;
     s->kv = tm_ctx_kvcache(s->ctx);
     s->b_tok = tm_calloc((size_t)s->n_cap, sizeof *s->b_tok);
     s->b_seq = tm_calloc((size_t)s->n_cap, sizeof *s->b_seq);
     s->b_want = tm_calloc((size_t)s->n_cap, sizeof *s->b_want);
-    s->b_out = tm_calloc((size_t)params->n_parallel, sizeof *s->b_out);
-    if (s->b_tok == NULL || s->b_seq == NULL || s->b_want == NULL || s->b_out == NULL) {
+    s->b_pos = tm_calloc((size_t)s->n_cap, sizeof *s->b_pos);
+    if (s->b_tok == NULL || s->b_seq == NULL || s->b_want == NULL || s->b_pos == NULL) {
         st = TM_ERR_NOMEM;
         goto fail;
     }
@@ -884,7 +972,7 @@ void tm_sched_free(tm_sched *s) {
     /* Whatever was submitted after the thread's last look at the inbox. */
     for (tm_sched_req *r = s->inbox_head, *nx; r != NULL; r = nx) {
         nx = r->next;
-        sched_finish_req(s, r, TM_FINISH_CANCELLED, NULL, NULL, 0, 0, NULL);
+        sched_finish_req(s, r, TM_FINISH_CANCELLED, NULL, NULL, 0, 0, NULL, false);
     }
     if (s->slots != NULL) {
         for (int32_t i = 0; i < s->p.n_parallel; i++) {
@@ -899,7 +987,7 @@ void tm_sched_free(tm_sched *s) {
     tm_free(s->b_tok);
     tm_free(s->b_seq);
     tm_free(s->b_want);
-    tm_free(s->b_out);
+    tm_free(s->b_pos);
     pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->mu);
     tm_free(s);

@@ -166,6 +166,54 @@ TEST(streaming_detokenizer) {
     }
 }
 
+/* tm_detokenizer_continue: an answer decoded after its prompt joins it as one text
+ * ("Once upon" + " a time", not "upona time"), for every split point where the prompt
+ * ends on a whole character (a prompt text always does). */
+TEST(detokenizer_continue) {
+    const char *names[] = {"gpt2-bpe", "spm-llama2"};
+    const char *text = "Once upon a time there was a tiny 日本 cat";
+    for (int k = 0; k < 2; k++) {
+        tm_tokenizer *t = load(names[k]);
+        ASSERT_TRUE(t != NULL);
+        int32_t *ids = NULL;
+        size_t   n = 0;
+        ASSERT_OK(tm_tokenizer_encode(t, text, strlen(text), false, false, &ids, &n));
+        tm_detokenizer *d = NULL;
+        ASSERT_OK(tm_detokenizer_init(t, true, &d));
+        for (size_t cut = 1; cut < n; cut++) {
+            char  *head = NULL;
+            size_t hl = 0;
+            ASSERT_OK(tm_tokenizer_decode(t, ids, cut, true, &head, &hl));
+            if (!valid_utf8(head, hl)) { /* cut inside a character */
+                tm_free(head);
+                continue;
+            }
+            char all[512];
+            ASSERT_TRUE(hl < sizeof all);
+            memcpy(all, head, hl);
+            size_t used = hl;
+            tm_free(head);
+            tm_detokenizer_continue(d);
+            const char *chunk;
+            size_t      len;
+            for (size_t i = cut; i <= n; i++) {
+                if (i < n)
+                    ASSERT_OK(tm_detokenizer_feed(d, ids[i], &chunk, &len));
+                else
+                    ASSERT_OK(tm_detokenizer_flush(d, &chunk, &len));
+                ASSERT_TRUE(used + len < sizeof all);
+                memcpy(all + used, chunk, len);
+                used += len;
+            }
+            all[used] = '\0';
+            EXPECT_EQ_STR(all, text);
+        }
+        tm_detokenizer_free(d);
+        tm_free(ids);
+        tm_tokenizer_free(t);
+    }
+}
+
 TEST(invalid_utf8) {
     tm_tokenizer *t = load("gpt2-bpe");
     ASSERT_TRUE(t != NULL);
