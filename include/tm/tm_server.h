@@ -85,7 +85,7 @@ typedef struct tm_api_request {
     bool              stream;
     bool              include_usage; /* stream_options.include_usage */
     int32_t           n;             /* choices, 1..TM_API_MAX_N */
-    int32_t           max_tokens;    /* -1: not given (until EOS or the context is full) */
+    int32_t           max_tokens;    /* -1: not given (until EOS or context full); 0: echo only */
     tm_sampler_params sampler;       /* OpenAI defaults: temperature 1, top_p 1, no top_k */
     bool              has_seed;
     bool              add_generation_prompt; /* chat; default true */

@@ -82,6 +82,7 @@ void tm__txn_free(tm_server *srv, txn *t) {
         tm_sched_req_release(t->reqs[i]); /* cancels a request still running */
         tm_free(t->text[i]);
         tm_free(t->lp[i]);
+        tm_free(t->plp[i]);
     }
     if (t->emb != NULL)
         tm__emb_job_drop(srv, t->emb);
@@ -366,6 +367,19 @@ tm_status tm__srv_submit(tm_server *srv, txn *t, const tm_api_request *rq, const
         gp.n_logprobs = ext->logprobs;
         t->logprobs = ext->logprobs;
     }
+    /* completions with echo: max_tokens 0 scores the prompt alone (vLLM's and the
+     * old OpenAI "echo, max_tokens 0, logprobs" call); with logprobs the prompt's
+     * tokens get records too */
+    t->echo_lp = false;
+    if (rq->kind == TM_API_COMPLETION && rq->echo) {
+        gp.prefill_only = rq->max_tokens == 0;
+        gp.continue_text = true; /* "Once upon" + " a time", not "Once upona time" */
+        if (t->logprobs >= 0) {
+            gp.n_prompt_logprobs = t->logprobs;
+            t->echo_lp = true;
+        }
+    }
+    t->prompt_first = ids[0];
     t->n = rq->n;
     t->n_prompt = (int32_t)n_ids;
     t->n_cached = 0;
@@ -376,6 +390,9 @@ tm_status tm__srv_submit(tm_server *srv, txn *t, const tm_api_request *rq, const
         t->role_sent[i] = false;
         t->text_len[i] = 0;
         t->n_lp[i] = 0;
+        tm_free(t->plp[i]);
+        t->plp[i] = NULL;
+        t->n_plp[i] = 0;
         t->lp_off[i] = 0;
         t->lp_started[i] = false;
     }
@@ -523,10 +540,19 @@ static bool txn_pump(tm_server *srv, txn *t) {
                 t->role_sent[i] = true;
                 news = true;
             }
-            if (t->echo != NULL && !t->role_sent[i]) { /* completions: the prompt first */
-                ok &= tm__txn_sse(t, tm_api_chunk_json(t->kind, t->id, t->created, model, i, false,
-                                                       t->echo, t->echo_len, TM_FINISH_NONE,
-                                                       t->include_usage));
+            /* completions: the prompt first, as its own chunk; with logprobs once its
+             * records are in (they come no later than the first generated text) */
+            if (t->echo != NULL && !t->role_sent[i] && (!t->echo_lp || o.prompt_done)) {
+                tm__api_lp lp = {.text_offset = &t->lp_off[i],
+                                 .echo = t->echo,
+                                 .echo_len = t->echo_len,
+                                 .prompt_first = t->prompt_first,
+                                 .prompt = o.prompt_logprobs,
+                                 .n_prompt = o.n_prompt_logprobs};
+                ok &= tm__txn_sse(t, tm__api_chunk_json_lp(t->kind, t->id, t->created, model, i,
+                                                           false, t->echo, t->echo_len,
+                                                           TM_FINISH_NONE, t->include_usage,
+                                                           t->echo_lp ? &lp : NULL, srv->tok));
                 t->role_sent[i] = true;
                 news = true;
             }
@@ -544,8 +570,15 @@ static bool txn_pump(tm_server *srv, txn *t) {
                                                        NULL, 0, o.finish, t->include_usage));
                 news = true;
             }
-        } else if (o.n_logprobs > 0 && !srv_keep_lp(t, i, &o)) {
-            ok = false;
+        } else {
+            if (o.n_logprobs > 0 && !srv_keep_lp(t, i, &o))
+                ok = false;
+            if (o.prompt_logprobs != NULL) { /* kept for the response */
+                tm_free(t->plp[i]);
+                t->plp[i] = o.prompt_logprobs;
+                t->n_plp[i] = o.n_prompt_logprobs;
+                o.prompt_logprobs = NULL;
+            }
         }
         if (!t->streaming && ok && (o.len > 0 || (t->echo != NULL && !t->role_sent[i]))) {
             if (t->echo != NULL && !t->role_sent[i]) { /* the prompt precedes the text */
@@ -580,6 +613,7 @@ static bool txn_pump(tm_server *srv, txn *t) {
         }
         tm_free(o.text);
         tm_free(o.logprobs);
+        tm_free(o.prompt_logprobs);
         t->fin[i] = o.finish;
         if (!ok) {
             t->fin[i] = TM_FINISH_ERROR;
@@ -635,8 +669,15 @@ static bool txn_pump(tm_server *srv, txn *t) {
     tm__api_lp    lp[TM_API_MAX_N];
     for (int32_t i = 0; i < t->n; i++) {
         ch[i] = (tm_api_choice){.text = t->text[i], .len = t->text_len[i], .finish = t->fin[i]};
-        lp[i] = (tm__api_lp){
-            .rec = t->lp[i], .n = t->n_lp[i], .text_offset = &t->lp_off[i], .first = true};
+        lp[i] = (tm__api_lp){.rec = t->lp[i],
+                             .n = t->n_lp[i],
+                             .text_offset = &t->lp_off[i],
+                             .first = t->echo == NULL, /* else it continues the prompt */
+                             .echo = t->echo_lp ? t->echo : NULL,
+                             .echo_len = t->echo_len,
+                             .prompt_first = t->prompt_first,
+                             .prompt = t->plp[i],
+                             .n_prompt = t->n_plp[i]};
     }
     tm__txn_respond_json(srv, t, 200,
                          tm__api_response_json_lp(t->kind, t->id, t->created, model, ch, t->n,

@@ -6,9 +6,9 @@
  * Validation happens here, before the server sends any status line, so that
  * every client error is a 400 with OpenAI's error body (never a 200 stream
  * that then fails). Unknown fields are ignored (vLLM, llama.cpp and Ollama do
- * the same); fields we know but do not implement yet (tools, chat echo, echo with
- * logprobs, non-text response_format, image parts) are refused by name so a
- * client never silently gets something else than it asked for.
+ * the same); fields we know but do not implement yet (tools, chat echo,
+ * non-text response_format, image parts) are refused by name so a client never
+ * silently gets something else than it asked for.
  *
  * Pure functions over their arguments: any thread.
  */
@@ -372,11 +372,13 @@ static tm_status api_parse_ext(tm_api_kind kind, json_t *root, int32_t n_vocab, 
     }
     v = json_object_get(root, "logprobs");
     json_t *top = json_object_get(root, "top_logprobs");
-    if (kind == TM_API_COMPLETION) {
+    if (kind == TM_API_COMPLETION) { /* OpenAI allows 0..5; vLLM 0..20 (its max_logprobs) */
         if (!api_absent(v)) {
-            if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > 5)
+            if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+                json_integer_value(v) > TM_SAMPLER_MAX_LOGPROBS)
                 return tm_api_error_set(err, 400, NULL, "logprobs", NULL,
-                                        "'logprobs' must be an integer in [0, 5]");
+                                        "'logprobs' must be an integer in [0, %d]",
+                                        TM_SAMPLER_MAX_LOGPROBS);
             ext->logprobs = (int32_t)json_integer_value(v);
         }
         return TM_OK;
@@ -429,7 +431,9 @@ static tm_status api_parse_fields(tm_api_kind kind, json_t *root, tm_api_request
         TM_TRY(api_get_bool(so, "include_usage", &r->include_usage, err));
     }
     TM_TRY(api_get_int(root, "n", 1, TM_API_MAX_N, &r->n, err));
-    TM_TRY(api_get_int(root, "max_tokens", 1, INT32_MAX, &r->max_tokens, err));
+    /* completions: 0 scores the echoed prompt without generating (checked below) */
+    TM_TRY(api_get_int(root, "max_tokens", kind == TM_API_COMPLETION ? 0 : 1, INT32_MAX,
+                       &r->max_tokens, err));
     TM_TRY(api_get_int(root, "max_completion_tokens", 1, INT32_MAX, &r->max_tokens, err));
     TM_TRY(api_get_number(root, "temperature", 0, 2, &r->sampler.temp, err));
     TM_TRY(api_get_number(root, "top_p", 0, 1, &r->sampler.top_p, err));
@@ -461,9 +465,10 @@ static tm_status api_parse_fields(tm_api_kind kind, json_t *root, tm_api_request
         TM_TRY(api_get_bool(root, "echo", &r->echo, err));
     else if (!api_absent(v) && !json_is_false(v))
         return api_unsupported(err, "echo", "echoing the prompt in chat");
-    if (r->echo && !api_absent(json_object_get(root, "logprobs")) &&
-        !json_is_false(json_object_get(root, "logprobs")))
-        return api_unsupported(err, "logprobs", "log probabilities of an echoed prompt");
+    if (r->max_tokens == 0 && !r->echo) /* as vLLM: nothing to return otherwise */
+        return tm_api_error_set(err, 400, NULL, "max_tokens", NULL,
+                                "'max_tokens' must be at least 1 (0 is allowed with 'echo': true, "
+                                "to score the prompt)");
     v = json_object_get(root, "tools");
     if (!api_absent(v) && !(json_is_array(v) && json_array_size(v) == 0))
         return api_unsupported(err, "tools", "tool calling");
@@ -612,11 +617,82 @@ static json_t *api_chat_logprobs(const tm__api_lp *lp, const tm_tokenizer *tok) 
     return o;
 }
 
+/* Adds {piece: logprob} to a legacy top_logprobs object unless the piece is there. */
+static void api_top_put(json_t *t, const char *piece, size_t n, float logprob) {
+    json_t *key = api_jstr(piece, n);
+    if (key != NULL && json_object_get(t, json_string_value(key)) == NULL)
+        json_object_set_new(t, json_string_value(key), json_real(logprob));
+    json_decref(key);
+}
+
+/* A legacy top_logprobs object: the record's alternatives, then the token
+ * itself when it is not among them ("up to logprobs + 1 elements", as OpenAI
+ * documents and vLLM does). */
+static json_t *api_completion_top(const tm_sched_logprob *r, bool first, const char *piece,
+                                  size_t n, const tm_tokenizer *tok) {
+    json_t *t = json_object();
+    char    buf[256];
+    bool    has = false;
+    for (int32_t k = 0; k < r->n_top; k++) {
+        size_t m = api_piece(tok, r->top_token[k], first, buf, sizeof buf);
+        api_top_put(t, buf, m, r->top_logprob[k]);
+        has |= r->top_token[k] == r->token;
+    }
+    if (!has)
+        api_top_put(t, piece, n, r->logprob);
+    return t;
+}
+
+/* The bytes prompt token id stands for in the echoed text, which starts at
+ * echo[*cur]: a special token the text does not spell out (an added BOS, or any
+ * special token of an id prompt, whose echo skips them) stands for nothing; the
+ * first text token decodes as the start of a text. Advances *cur past a match. */
+static size_t api_echo_piece(const tm_tokenizer *tok, int32_t id, const char *echo, size_t echo_len,
+                             size_t *cur, bool *at_start, char *buf, size_t cap) {
+    const size_t left = echo_len - *cur;
+    size_t       n = api_piece(tok, id, false, buf, cap);
+    bool         hit = n <= left && memcmp(echo + *cur, buf, n) == 0;
+    if (!hit && tok != NULL && tm_tokenizer_is_special(tok, id))
+        return 0;
+    if (!hit && *at_start) {
+        size_t m = api_piece(tok, id, true, buf, cap);
+        if (m <= left && memcmp(echo + *cur, buf, m) == 0)
+            n = m, hit = true;
+    }
+    *at_start = false;
+    *cur += n < left ? n : left; /* a piece the text does not match still moves on */
+    return n;
+}
+
+/* The prompt part of an echoed completion: the first token with null logprob
+ * and top_logprobs, then the scored prompt tokens; offsets into the echo. */
+static void api_echo_logprobs(const tm__api_lp *lp, const tm_tokenizer *tok, json_t *toks,
+                              json_t *lps, json_t *tops, json_t *offs) {
+    char   buf[256];
+    size_t cur = 0;
+    bool   at_start = true;
+    for (int32_t i = -1; i < lp->n_prompt; i++) {
+        const tm_sched_logprob *r = i >= 0 ? &lp->prompt[i] : NULL;
+        const size_t            at = cur;
+        const bool              first = at_start;
+        size_t n = api_echo_piece(tok, r ? r->token : lp->prompt_first, lp->echo, lp->echo_len,
+                                  &cur, &at_start, buf, sizeof buf);
+        json_array_append_new(toks, api_jstr(buf, n));
+        json_array_append_new(offs, json_integer((json_int_t)at));
+        json_array_append_new(lps, r ? json_real(r->logprob) : json_null());
+        json_array_append_new(tops, r ? api_completion_top(r, first, buf, n, tok) : json_null());
+    }
+}
+
 /* legacy completions: {tokens, token_logprobs, top_logprobs: [{token: logprob}], text_offset} */
 static json_t *api_completion_logprobs(const tm__api_lp *lp, const tm_tokenizer *tok) {
     json_t *toks = json_array(), *lps = json_array(), *tops = json_array(), *offs = json_array();
     char    buf[256];
     size_t  dummy = 0, *off = lp->text_offset ? lp->text_offset : &dummy;
+    if (lp->echo != NULL) {
+        api_echo_logprobs(lp, tok, toks, lps, tops, offs);
+        *off = lp->echo_len; /* the generated text follows the echoed prompt */
+    }
     for (int32_t i = 0; i < lp->n; i++) {
         const tm_sched_logprob *r = &lp->rec[i];
         size_t                  n = api_piece(tok, r->token, lp->first && i == 0, buf, sizeof buf);
@@ -624,15 +700,7 @@ static json_t *api_completion_logprobs(const tm__api_lp *lp, const tm_tokenizer 
         json_array_append_new(lps, json_real(r->logprob));
         json_array_append_new(offs, json_integer((json_int_t)*off));
         *off += n;
-        json_t *t = json_object();
-        for (int32_t k = 0; k < r->n_top; k++) {
-            size_t  m = api_piece(tok, r->top_token[k], lp->first && i == 0, buf, sizeof buf);
-            json_t *key = api_jstr(buf, m);
-            if (key != NULL && json_object_get(t, json_string_value(key)) == NULL)
-                json_object_set_new(t, json_string_value(key), json_real(r->top_logprob[k]));
-            json_decref(key);
-        }
-        json_array_append_new(tops, t);
+        json_array_append_new(tops, api_completion_top(r, lp->first && i == 0, buf, n, tok));
     }
     json_t *o = json_object();
     json_object_set_new(o, "tokens", toks);

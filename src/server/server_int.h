@@ -88,6 +88,10 @@ typedef struct txn {
     int32_t           n_lp[TM_API_MAX_N], lp_cap[TM_API_MAX_N];
     size_t            lp_off[TM_API_MAX_N];     /* completions: text_offset of the next token */
     bool              lp_started[TM_API_MAX_N]; /* streaming: a token's logprobs went out */
+    bool              echo_lp;                  /* completions echo + logprobs: prompt records */
+    int32_t           prompt_first;             /* the prompt's first token (logprob null) */
+    tm_sched_logprob *plp[TM_API_MAX_N];        /* non-streaming echo_lp: prompt records, owned */
+    int32_t           n_plp[TM_API_MAX_N];
     char              id[48];
     int64_t           created;
     double            t_start_s;
@@ -176,6 +180,15 @@ typedef struct tm__api_lp {
     bool                    first;       /* rec[0] is the choice's first token: its text is
                                             decoded as the start of a text (a SentencePiece
                                             "▁upon" gives "upon"), as the answer's text is */
+    /* completions with echo and logprobs: the prompt's tokens come before rec, each
+     * token's text aligned to the echoed text (its offset is where it starts there),
+     * then rec's offsets start at echo_len. The first prompt token (prompt_first) has
+     * null logprob and top_logprobs: nothing precedes it. NULL echo: no prompt part. */
+    const char             *echo; /* borrowed, echo_len bytes */
+    size_t                  echo_len;
+    int32_t                 prompt_first;
+    const tm_sched_logprob *prompt; /* [n_prompt]: prompt tokens 1 .. */
+    int32_t                 n_prompt;
 } tm__api_lp;
 
 /* tm_api_response_json / tm_api_chunk_json with choices[].logprobs filled from

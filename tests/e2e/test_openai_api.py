@@ -362,12 +362,3 @@ def test_completions_echo(server, client):
     r = client.completions.create(model=server.model_id, prompt=ids, max_tokens=6,
                                   temperature=0, echo=True)
     assert r.choices[0].text.lstrip().startswith(PROMPT)
-
-
-def test_echo_with_logprobs_refused_by_name(server):
-    """Prompt-token logprobs (echo + logprobs) are not built: refused by name, not ignored.
-    logprobs and logit_bias themselves are tested in test_logprobs.py."""
-    body = {"model": server.model_id, "prompt": PROMPT, "echo": True, "logprobs": 2}
-    status, _, data = raw(server, "POST", "/v1/completions", json.dumps(body))
-    err = json.loads(data)["error"]
-    assert status == 400 and err["param"] == "logprobs" and err["code"] == "unsupported_parameter"

@@ -21,7 +21,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             TM_ASSERT(r.n_stop >= 0 && r.n_stop <= TM_SCHED_MAX_STOP);
             TM_ASSERT(kind == TM_API_CHAT ? r.messages_json != NULL
                                           : (r.prompt != NULL) != (r.prompt_ids != NULL));
-            TM_ASSERT(r.max_tokens == -1 || r.max_tokens >= 1);
+            /* 0: completions with echo only (score the prompt) */
+            TM_ASSERT(r.max_tokens == -1 || r.max_tokens >= 1 ||
+                      (r.max_tokens == 0 && kind == TM_API_COMPLETION && r.echo));
             tm_api_request_free(&r);
         } else {
             TM_ASSERT(e.http_status >= 400 && e.http_status < 600);
