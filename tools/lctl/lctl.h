@@ -37,13 +37,6 @@ int    lctl_parse_ids(const char *cmd, const char *what, const char *s, int32_t 
  * working directory; $TM_DEFAULT_MODEL overrides it. */
 #define LCTL_DEFAULT_MODEL "models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
 
-/* args.c: seconds on a monotonic clock; a number in [lo, hi] (integer: no fraction),
- * printing "cmd: opt needs ..." and returning -1 when s is not one; token ids separated
- * by spaces or commas into a new array (caller frees with tm_free, also on failure). */
-double lctl_now(void);
-int    lctl_parse_num(const char *cmd, const char *opt, const char *s, double lo, double hi,
-                      bool integer, double *out);
-int    lctl_parse_ids(const char *cmd, const char *what, const char *s, int32_t **ids, size_t *n);
 
 /* The default model's path, or NULL after printing (as prog) how to fetch it. */
 const char *lctl_default_model(const char *prog);
