@@ -37,7 +37,6 @@ int    lctl_parse_ids(const char *cmd, const char *what, const char *s, int32_t 
  * working directory; $TM_DEFAULT_MODEL overrides it. */
 #define LCTL_DEFAULT_MODEL "models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
 
-
 /* The default model's path, or NULL after printing (as prog) how to fetch it. */
 const char *lctl_default_model(const char *prog);
 
