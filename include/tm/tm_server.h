@@ -42,10 +42,12 @@ typedef struct tm_server_params {
     const char *embedding_model_id;   /* NULL: the folder/file name */
     int32_t     max_stored_responses; /* finished /v1/responses kept for previous_response_id
                                          and GET; default 256 (oldest dropped first) */
-    int32_t n_parallel;               /* concurrent sequences (contexts); default 4 */
-    int32_t n_ctx;                    /* positions per sequence; 0 = min(n_ctx_train, 2048) */
-    int32_t n_batch;                  /* token budget per scheduler step; default 128 */
-    int32_t n_threads;                /* compute threads; 0 = online CPUs */
+    int32_t  n_parallel;              /* concurrent sequences (contexts); default 4 */
+    int32_t  n_ctx;                   /* positions per sequence; 0 = min(n_ctx_train, 2048) */
+    int32_t  n_batch;                 /* token budget per scheduler step; default 128 */
+    int32_t  n_threads;               /* compute threads; 0 = online CPUs */
+    tm_dtype kv_dtype;                /* KV cache of every context (generation, embeddings):
+                                         TM_DTYPE_F32 (default) or TM_DTYPE_F16 */
     int32_t max_queue;                /* waiting requests before 429; default 64 */
     size_t  max_body_bytes;           /* request body cap (413 above); default 8 MiB */
     bool    quiet;                    /* no per-request log lines */

@@ -56,7 +56,8 @@ tm_server_params tm_server_params_default(void) {
                               .n_batch = 128,
                               .max_queue = 64,
                               .max_stored_responses = 256,
-                              .max_body_bytes = 8u << 20};
+                              .max_body_bytes = 8u << 20,
+                              .kv_dtype = TM_DTYPE_F32};
 }
 
 /* ---- transactions ------------------------------------------------------------------ */
@@ -236,6 +237,7 @@ static void *srv_loader_main(void *arg) {
         sp.n_ctx = srv->p.n_ctx;
         sp.n_batch = srv->p.n_batch;
         sp.n_threads = srv->p.n_threads;
+        sp.kv_dtype = srv->p.kv_dtype;
         sp.max_queue = srv->p.max_queue;
         sp.wakeup = srv_wakeup;
         sp.wakeup_user = srv;

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "tm/tm_dtype.h"
 #include "tm/tm_server.h"
 
 #define DEFAULT_MODEL "models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
@@ -49,6 +50,8 @@ static void usage(FILE *f) {
                "  --max-batch N        tokens one scheduler step may process (default 128)\n"
                "  --max-queue N        waiting requests before 429 (default 64)\n"
                "  --threads N          compute threads (default: online CPUs)\n"
+               "  --kv-type f16|f32    KV cache precision (default f32; f16 rounds K and V to\n"
+               "                       half precision, half the memory); also --kv-f16, --kv-f32\n"
                "  --max-body-bytes N   request body cap, 413 above (default 8388608)\n"
                "  --quiet              no per-request log lines\n"
                "  -h, --help           this text\n");
@@ -80,6 +83,10 @@ int main(int argc, char **argv) {
         }
         if (!strcmp(a, "--quiet")) {
             sp.quiet = true;
+            continue;
+        }
+        if (!strcmp(a, "--kv-f16") || !strcmp(a, "--kv-f32")) {
+            sp.kv_dtype = !strcmp(a, "--kv-f16") ? TM_DTYPE_F16 : TM_DTYPE_F32;
             continue;
         }
         if (a[0] != '-' || val == NULL) {
@@ -121,7 +128,15 @@ int main(int argc, char **argv) {
             sp.host = val;
         else if (!strcmp(a, "--api-key"))
             sp.api_key = val;
-        else {
+        else if (!strcmp(a, "--kv-type")) {
+            /* tm_dtype_from_name knows every GGUF type; the cache takes these two */
+            tm_dtype t;
+            if (tm_dtype_from_name(val, &t) != TM_OK || (t != TM_DTYPE_F16 && t != TM_DTYPE_F32)) {
+                fprintf(stderr, "tensor-mesh-api: --kv-type needs f16 or f32, got '%s'\n", val);
+                return 2;
+            }
+            sp.kv_dtype = t;
+        } else {
             fprintf(stderr, "tensor-mesh-api: unknown option '%s'\n\n", a);
             usage(stderr);
             return 2;

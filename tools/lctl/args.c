@@ -1,15 +1,17 @@
 /*
  * args.c - small helpers shared by the lctl subcommands: checked number parsing,
- * token id lists and a monotonic clock. Every value from the command line is
- * validated here before use; errors name the command and the option.
+ * token id lists, the KV cache options and a monotonic clock. Every value from the
+ * command line is validated here before use; errors name the command and the option.
  */
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "lctl.h"
+#include "tm/tm_dtype.h"
 #include "tm/tm_status.h"
 
 double lctl_now(void) {
@@ -71,4 +73,25 @@ int lctl_parse_ids(const char *cmd, const char *what, const char *s, int32_t **i
         (*ids)[(*n)++] = (int32_t)v;
         p = end;
     }
+}
+
+int lctl_parse_kv_option(const char *cmd, const char *a, const char *val, tm_dtype *kv) {
+    if (!strcmp(a, "--kv-f16") || !strcmp(a, "--kv-f32")) {
+        *kv = !strcmp(a, "--kv-f16") ? TM_DTYPE_F16 : TM_DTYPE_F32;
+        return 1;
+    }
+    if (strcmp(a, "--kv-type") != 0)
+        return 0;
+    tm_dtype t;
+    if (val == NULL) {
+        fprintf(stderr, "%s: --kv-type needs a value (f16 or f32)\n", cmd);
+        return -1;
+    }
+    /* tm_dtype_from_name accepts every GGUF type; the cache takes these two only */
+    if (tm_dtype_from_name(val, &t) != TM_OK || (t != TM_DTYPE_F16 && t != TM_DTYPE_F32)) {
+        fprintf(stderr, "%s: --kv-type needs f16 or f32, got '%s'\n", cmd, val);
+        return -1;
+    }
+    *kv = t;
+    return 2;
 }

@@ -18,7 +18,7 @@
 #include "tm/tm_model.h"
 
 static void bench_usage(FILE *f) {
-    fprintf(f, "usage: lctl bench MODEL [-t T] [-p NP] [-n NG] [-r R]\n\n"
+    fprintf(f, "usage: lctl bench MODEL [-t T] [-p NP] [-n NG] [-r R] [--kv-type f16|f32]\n\n"
                "Measures CPU prompt processing (NP tokens in one batch) and generation (NG\n"
                "tokens, one per step) on MODEL, each from an empty context, as llama-bench\n"
                "does. Prints the median of R repetitions after one warm-up run, then the line\n"
@@ -28,6 +28,8 @@ static void bench_usage(FILE *f) {
                "  -p, --n-prompt NP    prompt tokens (default 128; 0 = skip)\n"
                "  -n, --n-gen NG       generated tokens (default 64; 0 = skip)\n"
                "  -r, --repetitions R  timed repetitions (default 3)\n"
+               "  --kv-type f16|f32    KV cache precision (default f32; llama-bench's default is\n"
+               "                       -ctk/-ctv f16); also --kv-f16, --kv-f32\n"
                "  -h, --help           this text\n\n"
                "TM_CPU_REF=1 in the environment selects the plain C reference dot kernels.\n");
 }
@@ -78,9 +80,17 @@ static tm_status bench_run(tm_ctx *ctx, const int32_t *ids, int32_t n, int32_t b
 int lctl_bench(int argc, char **argv) {
     const char *model_path = NULL;
     long        n_threads = 0, n_prompt = 128, n_gen = 64, reps = 3;
+    tm_dtype    kv = tm_ctx_params_default().kv_dtype;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
         long       *dst = NULL, lo = 0, hi = 1 << 16;
+        int         n_kv = lctl_parse_kv_option("lctl bench", a, val, &kv);
+        if (n_kv != 0) {
+            if (n_kv < 0)
+                return 2;
+            i += n_kv - 1;
+            continue;
+        }
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             bench_usage(stdout);
             return 0;
@@ -134,6 +144,7 @@ int lctl_bench(int argc, char **argv) {
     cp.n_threads = (int32_t)n_threads;
     cp.n_ctx = (int32_t)(n_max < 16 ? 16 : n_max);
     cp.n_batch = (int32_t)(n_prompt > 0 ? n_prompt : 1);
+    cp.kv_dtype = kv;
     if (tm_ctx_init(model, &cp, &ctx) != TM_OK) {
         fprintf(stderr, "lctl bench: %s\n", tm_last_error());
         goto done;
@@ -156,6 +167,7 @@ int lctl_bench(int argc, char **argv) {
         printf("threads: %ld, repetitions: %ld\n", n_threads, reps);
     else
         printf("threads: online CPUs, repetitions: %ld\n", reps);
+    printf("kv cache: %s\n", tm_dtype_name(kv));
     printf("%-8s %8s %14s %14s\n", "test", "tokens", "tokens/s", "ms/token");
     double pp = 0, tg = 0, tmp;
     for (int phase = 0; phase < 2; phase++) {

@@ -38,6 +38,8 @@ static void chat_usage(FILE *f) {
                "  --top-k K            (default 40)\n"
                "  --top-p P            (default 0.9)\n"
                "  --seed S             sampling seed\n"
+               "  --kv-type f16|f32    KV cache precision (default f32; f16 rounds K and V to\n"
+               "                       half precision, half the memory); also --kv-f16, --kv-f32\n"
                "  -h, --help           this text\n");
 }
 
@@ -182,6 +184,7 @@ static int add_message(json_t *msgs, const char *role, const char *content) {
 int lctl_chat(int argc, char **argv) {
     const char       *model_path = NULL, *system = NULL, *tmpl_file = NULL, *builtin = NULL;
     long              n_predict = 512, n_threads = 0, n_ctx = 0;
+    tm_dtype          kv = tm_ctx_params_default().kv_dtype;
     tm_sampler_params sp = tm_sampler_params_default();
     sp.temp = 0.7f;
     sp.top_k = 40;
@@ -197,6 +200,13 @@ int lctl_chat(int argc, char **argv) {
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             chat_usage(stdout);
             return 0;
+        }
+        int n_kv = lctl_parse_kv_option("lctl chat", a, val, &kv);
+        if (n_kv != 0) {
+            if (n_kv < 0)
+                return 2;
+            i += n_kv - 1;
+            continue;
         }
         if (takes && val == NULL) {
             fprintf(stderr, "lctl chat: %s needs a value\n", a);
@@ -302,6 +312,7 @@ int lctl_chat(int argc, char **argv) {
     cp.n_threads = (int32_t)n_threads;
     cp.n_ctx = n_ctx ? (int32_t)n_ctx : (hp->n_ctx_train < 4096 ? hp->n_ctx_train : 4096);
     cp.n_batch = 64;
+    cp.kv_dtype = kv;
     if (tm_ctx_init(s.model, &cp, &s.ctx) != TM_OK ||
         tm_sampler_init(&sp, hp->n_vocab, &s.smp) != TM_OK)
         goto fail;

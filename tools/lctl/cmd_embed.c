@@ -14,16 +14,18 @@
 #include "tm/tm_tokenizer.h"
 
 static void embed_usage(FILE *f) {
-    fprintf(f, "usage: lctl embed MODEL (--text T | --ids LIST)... [-t THREADS]\n\n"
+    fprintf(f, "usage: lctl embed MODEL (--text T | --ids LIST)... [options]\n\n"
                "Prints the mean-pooled, L2-normalized embedding of each text as a JSON array on\n"
                "its own line. MODEL is an embedding model: a Hugging Face folder or GGUF of a\n"
                "BERT-style encoder (e.g. models/all-MiniLM-L6-v2 from scripts/fetch_models.sh).\n\n"
                "options:\n"
-               "  --text T         a text to embed (repeatable)\n"
-               "  --ids LIST       token ids to embed as given, comma-separated (repeatable;\n"
-               "                   no tokenizer needed)\n"
-               "  -t, --threads N  compute threads (default: online CPUs)\n"
-               "  -h, --help       this text\n");
+               "  --text T           a text to embed (repeatable)\n"
+               "  --ids LIST         token ids to embed as given, comma-separated (repeatable;\n"
+               "                     no tokenizer needed)\n"
+               "  -t, --threads N    compute threads (default: online CPUs)\n"
+               "  --kv-type f16|f32  KV cache precision (default f32; f16 rounds K and V to\n"
+               "                     half precision); also --kv-f16, --kv-f32\n"
+               "  -h, --help         this text\n");
 }
 
 int lctl_embed(int argc, char **argv) {
@@ -31,8 +33,17 @@ int lctl_embed(int argc, char **argv) {
     const char *texts[64];
     bool        is_ids[64]; /* texts[i] is a token id list (--ids) */
     int         n_texts = 0, n_threads = 0, n_words = 0;
+    tm_dtype    kv = tm_ctx_params_default().kv_dtype;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
+        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
+        int         n_kv = lctl_parse_kv_option("lctl embed", a, val, &kv);
+        if (n_kv != 0) {
+            if (n_kv < 0)
+                return 2;
+            i += n_kv - 1;
+            continue;
+        }
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             embed_usage(stdout);
             return 0;
@@ -92,6 +103,7 @@ int lctl_embed(int argc, char **argv) {
     cp.n_threads = n_threads;
     cp.n_ctx = hp->n_ctx_train < 512 ? hp->n_ctx_train : 512;
     cp.n_batch = cp.n_ctx;
+    cp.kv_dtype = kv;
     v = tm_calloc((size_t)n_out, sizeof *v);
     if (v == NULL || tm_ctx_init(model, &cp, &ctx) != TM_OK)
         goto fail;

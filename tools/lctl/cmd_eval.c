@@ -41,7 +41,8 @@ static void eval_usage(FILE *f) {
             "                      longer inputs are cut into independent windows\n"
             "  -b, --batch-size N  tokens per forward pass (default min(window, 128))\n"
             "  -t, --threads N     compute threads (default: online CPUs)\n"
-            "  --kv-f16            half-precision KV cache\n"
+            "  --kv-type f16|f32   KV cache precision (default f32; f16 rounds K and V to\n"
+            "                      half precision, half the memory); also --kv-f16, --kv-f32\n"
             "  --exact             float activations in every matmul (slower; matches a\n"
             "                      float reference such as transformers, docs/accuracy.md)\n"
             "  --tokenizer PATH    tokenizer for --file (default: the GGUF's own)\n"
@@ -76,7 +77,9 @@ int lctl_eval(int argc, char **argv) {
     const char *model_path = NULL, *text_path = NULL, *ids_path = NULL, *tok_path = NULL;
     const char *top1_path = NULL, *logits_path = NULL;
     long        n_tokens = 0, n_ctx = 0, n_batch = 0, n_threads = 0, top_k = 5;
-    bool        kv_f16 = false, exact = false;
+    bool        exact = false;
+    tm_dtype    kv = tm_ctx_params_default().kv_dtype;
+    int         n_kv;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *val = i + 1 < argc ? argv[i + 1] : NULL;
@@ -124,8 +127,10 @@ int lctl_eval(int argc, char **argv) {
             INT(1, 512, n_threads);
         } else if (!strcmp(a, "--top-k")) {
             INT(1, EVAL_MAX_TOPK, top_k);
-        } else if (!strcmp(a, "--kv-f16")) {
-            kv_f16 = true;
+        } else if ((n_kv = lctl_parse_kv_option("lctl eval", a, val, &kv)) != 0) {
+            if (n_kv < 0)
+                return 2;
+            i += n_kv - 1;
         } else if (!strcmp(a, "--exact")) {
             exact = true;
         } else if (a[0] == '-') {
@@ -215,8 +220,7 @@ int lctl_eval(int argc, char **argv) {
     cp.n_batch = (int32_t)n_batch;
     cp.n_threads = (int32_t)n_threads;
     cp.logits_all = true;
-    if (kv_f16)
-        cp.kv_dtype = TM_DTYPE_F16;
+    cp.kv_dtype = kv;
     cp.exact_matmul = exact;
     if (tm_ctx_init(model, &cp, &ctx) != TM_OK) {
         fprintf(stderr, "lctl eval: %s\n", tm_last_error());

@@ -42,7 +42,8 @@ static void run_usage(FILE *f) {
             "  --recipe FILE          JSON architecture recipe (docs/recipes.md) instead of the\n"
             "                         built-in one chosen by the file\n"
             "  --print-ids            print generated token ids instead of text\n"
-            "  --kv-f16               half-precision KV cache\n"
+            "  --kv-type f16|f32      KV cache precision (default f32; f16 rounds K and V to\n"
+            "                         half precision, half the memory); also --kv-f16, --kv-f32\n"
             "  --exact                float activations in every matmul (slower; matches a\n"
             "                         float reference such as transformers, docs/accuracy.md)\n"
             "  --ignore-eos           keep generating past end-of-sequence\n"
@@ -53,7 +54,9 @@ int lctl_run(int argc, char **argv) {
     const char       *model_path = NULL, *prompt = NULL, *ids_arg = NULL, *tok_path = NULL;
     const char       *recipe = NULL;
     double            n_predict = 128, n_threads = 0, n_ctx = 0, v;
-    bool              print_ids = false, kv_f16 = false, exact = false, ignore_eos = false;
+    bool              print_ids = false, exact = false, ignore_eos = false;
+    tm_dtype          kv = tm_ctx_params_default().kv_dtype;
+    int               n_kv;
     tm_sampler_params sp = tm_sampler_params_default();
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -113,8 +116,10 @@ int lctl_run(int argc, char **argv) {
             sp.seed = strtoull(val, NULL, 0);
         } else if (!strcmp(a, "--print-ids")) {
             print_ids = true;
-        } else if (!strcmp(a, "--kv-f16")) {
-            kv_f16 = true;
+        } else if ((n_kv = lctl_parse_kv_option("lctl run", a, val, &kv)) != 0) {
+            if (n_kv < 0)
+                return 2;
+            i += n_kv - 1;
         } else if (!strcmp(a, "--exact")) {
             exact = true;
         } else if (!strcmp(a, "--ignore-eos")) {
@@ -200,8 +205,7 @@ int lctl_run(int argc, char **argv) {
         int64_t lim = hp->n_ctx_train < 2048 ? hp->n_ctx_train : 2048;
         cp.n_ctx = (int32_t)(want < lim ? (want < 16 ? 16 : want) : lim);
     }
-    if (kv_f16)
-        cp.kv_dtype = TM_DTYPE_F16;
+    cp.kv_dtype = kv;
     cp.exact_matmul = exact;
     if (tm_ctx_init(model, &cp, &ctx) != TM_OK ||
         tm_sampler_init(&sp, hp->n_vocab, &smp) != TM_OK) {

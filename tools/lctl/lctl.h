@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tm/tm_dtype.h"
+
 typedef struct lctl_cmd {
     const char *name;
     const char *help;
@@ -36,6 +38,13 @@ int    lctl_parse_ids(const char *cmd, const char *what, const char *s, int32_t 
 /* The default model (scripts/fetch_models.sh default puts it there), relative to the
  * working directory; $TM_DEFAULT_MODEL overrides it. */
 #define LCTL_DEFAULT_MODEL "models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+
+/* args.c: the KV cache options of the commands that create a context: "--kv-type f16|f32"
+ * and its aliases "--kv-f16" / "--kv-f32" (the default: tm_ctx_params_default).
+ * a is the option, val the next argument or NULL. Returns how many arguments it took
+ * (1 or 2) after storing the type in *kv, 0 when a is not a KV option, or -1 after
+ * printing "cmd: --kv-type needs f16 or f32, got 'x'" (a usage error: exit code 2). */
+int lctl_parse_kv_option(const char *cmd, const char *a, const char *val, tm_dtype *kv);
 
 /* The default model's path, or NULL after printing (as prog) how to fetch it. */
 const char *lctl_default_model(const char *prog);
