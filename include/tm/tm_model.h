@@ -105,7 +105,7 @@ typedef struct tm_ctx_params {
     int32_t  n_ctx;      /* positions one sequence may hold; 0 = min(n_ctx_train, 2048) */
     int32_t  n_batch;    /* most tokens per decode call; 0 = min(n_ctx, 128) */
     int32_t  n_threads;  /* compute threads; 0 = online CPUs */
-    tm_dtype kv_dtype;   /* TM_DTYPE_F32 (default) or TM_DTYPE_F16 */
+    tm_dtype kv_dtype;   /* TM_DTYPE_F16 (default) or TM_DTYPE_F32; docs/decisions.md */
     bool     logits_all; /* logits for every token of a batch, not just the last */
     /* Every matmul in float: quantized weights are dequantized row by row and activations
      * stay f32, so results equal a float reference (transformers) up to rounding. Default

@@ -54,7 +54,7 @@ typedef struct tm_sched_params {
     /* KV pool (paged, shared by all sequences; docs/scheduler.md) */
     int32_t  n_kv_blocks;     /* blocks; 0 = n_parallel * ceil(n_ctx / kv_block_size) */
     int32_t  kv_block_size;   /* positions per block, a power of two; 0 = 16 */
-    tm_dtype kv_dtype;        /* cache element type: TM_DTYPE_F32 (default) or TM_DTYPE_F16 */
+    tm_dtype kv_dtype;        /* cache element type: TM_DTYPE_F16 (default) or TM_DTYPE_F32 */
     bool     no_prefix_cache; /* true: never reuse cached prompt blocks */
     /* Logits rows one step may spend on prompt log-probabilities (requests with
      * n_prompt_logprobs >= 0 prefill at most this many tokens per step): the

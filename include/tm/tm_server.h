@@ -47,7 +47,7 @@ typedef struct tm_server_params {
     int32_t  n_batch;                 /* token budget per scheduler step; default 128 */
     int32_t  n_threads;               /* compute threads; 0 = online CPUs */
     tm_dtype kv_dtype;                /* KV cache of every context (generation, embeddings):
-                                         TM_DTYPE_F32 (default) or TM_DTYPE_F16 */
+                                         TM_DTYPE_F16 (default) or TM_DTYPE_F32 */
     int32_t max_queue;                /* waiting requests before 429; default 64 */
     size_t  max_body_bytes;           /* request body cap (413 above); default 8 MiB */
     bool    quiet;                    /* no per-request log lines */

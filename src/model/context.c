@@ -52,7 +52,7 @@ tm_ctx_params tm_ctx_params_default(void) {
     return (tm_ctx_params){.n_ctx = 0,
                            .n_batch = 0,
                            .n_threads = 0,
-                           .kv_dtype = TM_DTYPE_F32,
+                           .kv_dtype = TM_DTYPE_F16,
                            .logits_all = false,
                            .n_seq_max = 0,
                            .kv_block_size = 0,

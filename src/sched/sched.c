@@ -139,7 +139,7 @@ static double sched_now(void) {
 
 tm_sched_params tm_sched_params_default(void) {
     return (tm_sched_params){
-        .n_parallel = 1, .n_batch = 128, .max_queue = 64, .kv_dtype = TM_DTYPE_F32};
+        .n_parallel = 1, .n_batch = 128, .max_queue = 64, .kv_dtype = TM_DTYPE_F16};
 }
 
 tm_gen_params tm_gen_params_default(void) {

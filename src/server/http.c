@@ -57,7 +57,7 @@ tm_server_params tm_server_params_default(void) {
                               .max_queue = 64,
                               .max_stored_responses = 256,
                               .max_body_bytes = 8u << 20,
-                              .kv_dtype = TM_DTYPE_F32};
+                              .kv_dtype = TM_DTYPE_F16};
 }
 
 /* ---- transactions ------------------------------------------------------------------ */

@@ -2,10 +2,11 @@
 prompt tokens' log-probabilities (OpenAI's legacy shape, as vLLM serves it), including the
 "score this text" call (echo, logprobs, max_tokens 0).
 
-Oracle: `lctl eval --logits-out` teacher-forces the same token ids through a one-sequence
-context with logits for every position (tm_ctx_params.logits_all) and writes each position's
-target logit, log-probability (log-softmax in double) and top-k logits; the server computes
-them in its scheduler in chunks of at most 64 rows per step, mixed with other requests.
+Oracle: `lctl eval --logits-out --kv-type f16` (the server's default KV cache)
+teacher-forces the same token ids through a one-sequence context with logits for every
+position (tm_ctx_params.logits_all) and writes each position's target logit,
+log-probability (log-softmax in double) and top-k logits; the server computes them in its
+scheduler in chunks of at most 64 rows per step, mixed with other requests.
 Tolerance: 1e-4 absolute per logprob (lctl prints 6 significant digits; measured: at most
 5e-6 over a 262-token prompt), 1e-3 on the sum over a prompt (measured 4e-5).
 """
@@ -58,7 +59,7 @@ def lctl_eval(server, ids, tmp_path, k=5):
     f.write_text(" ".join(map(str, ids)))
     subprocess.run([str(build / "lctl"), "eval", str(server.model), "--tokenizer",
                     str(server.tokenizer), "--ids-file", str(f), "--logits-out", str(g),
-                    "--top-k", str(k)], check=True, capture_output=True)
+                    "--top-k", str(k), "--kv-type", "f16"], check=True, capture_output=True)
     rows = []
     for line in g.read_text().splitlines():
         cols = line.split("\t")

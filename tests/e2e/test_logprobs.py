@@ -1,5 +1,6 @@
 """logit_bias and logprobs (chat and legacy completions) on stories260K, checked
-against an independent teacher-forced evaluation by `lctl eval`."""
+against an independent teacher-forced evaluation by `lctl eval` with the same KV cache
+(the server's default F16, or F32 where the server runs with --kv-type f32)."""
 import http.client
 import json
 import math
@@ -8,6 +9,8 @@ import pathlib
 import subprocess
 
 import pytest
+
+from .conftest import Server
 
 openai = pytest.importorskip("openai")
 
@@ -34,14 +37,15 @@ def prompt_ids(server):
     return tok["tokens"]
 
 
-def lctl_eval(server, ids, tmp_path, k=5):
-    """{position: (target id, target logprob, [(id, logprob)...])} for every next token."""
+def lctl_eval(server, ids, tmp_path, k=5, kv="f16"):
+    """{position: (target id, target logprob, [(id, logprob)...])} for every next token.
+    kv: lctl's --kv-type, f16 like the server fixture's default cache."""
     build = pathlib.Path(os.environ.get("TM_BUILD_DIR", ROOT / "build" / "release"))
     f, g = tmp_path / "ids.txt", tmp_path / "logits.tsv"
     f.write_text(" ".join(map(str, ids)))
     subprocess.run([str(build / "lctl"), "eval", str(server.model), "--tokenizer",
                     str(server.tokenizer), "--ids-file", str(f), "--logits-out", str(g),
-                    "--top-k", str(k)], check=True, capture_output=True)
+                    "--top-k", str(k), "--kv-type", kv], check=True, capture_output=True)
     rows = []
     for line in g.read_text().splitlines():
         cols = line.split("\t")
@@ -142,6 +146,34 @@ def test_completion_logprobs_match_lctl_eval(server, client, tmp_path):
             toks += ch.choices[0].logprobs.tokens
             vals += ch.choices[0].logprobs.token_logprobs
     assert toks == lp.tokens and vals == pytest.approx(lp.token_logprobs, abs=0)
+
+
+@pytest.fixture(scope="module")
+def f32_server():
+    s = Server("--kv-type", "f32")
+    yield s
+    s.stop()
+
+
+def test_kv_type_f32_reaches_the_server(f32_server, tmp_path):
+    """tensor-mesh-api --kv-type f32: the logprobs are those of `lctl eval --kv-type f32`
+    (1e-4), not those of the F16 cache (which differ by up to ~7e-3 here)."""
+    ids = prompt_ids(f32_server)
+    status, r = raw(f32_server, "/v1/completions",
+                    {"model": f32_server.model_id, "prompt": ids, "max_tokens": 8,
+                     "temperature": 0, "logprobs": 1, "ignore_eos": True})
+    assert status == 200, r
+    got = r["choices"][0]["logprobs"]["token_logprobs"]
+    _, ex = raw(f32_server, "/tokenize", {"prompt": PROMPT + r["choices"][0]["text"]})
+    gen = ex["tokens"][len(ids):]
+    if ex["tokens"][:len(ids)] != ids or len(gen) != len(got):
+        pytest.skip("re-tokenized text differs from the generated ids")
+    want = {kv: [row[1] for row in lctl_eval(f32_server, ids + gen, tmp_path, kv=kv)]
+            for kv in ("f32", "f16")}
+    f32, f16 = (want[kv][len(ids) - 1:len(ids) - 1 + len(got)] for kv in ("f32", "f16"))
+    assert got == pytest.approx(f32, abs=1e-4)
+    # the check can tell the caches apart: the F16 cache's values differ by more
+    assert max(abs(a - b) for a, b in zip(f32, f16)) > 1e-4
 
 
 def test_logprobs_param_errors(server):

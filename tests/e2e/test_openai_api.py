@@ -184,8 +184,10 @@ def test_greedy_equals_lctl_run(server, client):
     lctl = build_dir() / "lctl"
     if not lctl.exists():
         pytest.fail(f"{lctl} not built")
+    # --kv-type f16: the server fixture runs with the default (F16) cache
     out = subprocess.run([str(lctl), "run", str(server.model), "--tokenizer",
-                          str(server.tokenizer), "-p", PROMPT, "--temp", "0", "-n", "40"],
+                          str(server.tokenizer), "-p", PROMPT, "--temp", "0", "-n", "40",
+                          "--kv-type", "f16"],
                          capture_output=True, timeout=60, check=True).stdout.decode()
     r = client.completions.create(model=server.model_id, prompt=PROMPT, max_tokens=40,
                                   temperature=0)

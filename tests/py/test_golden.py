@@ -1,14 +1,18 @@
 """Golden tests of `lctl run` against independent references.
 
 - Every HF fixture in tests/golden/models, from its GGUF file and from its HF
-  folder: `lctl run --ids ... --temp 0 --print-ids` must reproduce transformers'
-  16-token greedy continuation (logits are compared in C, tests/unit/test_model.c).
+  folder: `lctl run --ids ... --temp 0 --print-ids --kv-type f32` must reproduce
+  transformers' 16-token greedy continuation (logits are compared in C,
+  tests/unit/test_model.c). The float32 reference is matched with an F32 KV cache: with
+  the default F16 cache, qwen2's third prompt flips at step 3, a near tie (HF top-2 margin
+  6.4e-4); test_model.c's golden_*_kv_f16 cases check the F16 cache against these
+  references (logits within 3e-3 relative, greedy equal where there is no near tie).
 - The GGUF files scripts/gen_golden.py writes from committed HF folders (mistral,
   phi3, gpt2, bert: stage gguf-hf) come out byte-identical when regenerated, and
   use only tensor names and keys that the gguf package defines for their arch.
 - stories260K (llama2.c checkpoint): greedy ids must equal a small numpy
   reimplementation of llama2.c's run.c forward pass, written here from its
-  description (RMSNorm, interleaved RoPE, GQA attention, SwiGLU).
+  description (RMSNorm, interleaved RoPE, GQA attention, SwiGLU), with either KV cache.
 """
 import json
 import pathlib
@@ -32,7 +36,8 @@ def test_hf_greedy(lctl, family, source):
     meta = json.loads((GOLDEN / f"{family}.json").read_text())
     for prompt, want in zip(meta["prompts"], meta["greedy"]):
         r = run([lctl, "run", GOLDEN / source, "--ids", ",".join(map(str, prompt)),
-                 "-n", len(want), "--temp", 0, "--print-ids", "--ignore-eos", "-t", 2])
+                 "-n", len(want), "--temp", 0, "--print-ids", "--ignore-eos", "-t", 2,
+                 "--kv-type", "f32"])
         assert r.returncode == 0, r.stderr.decode()
         got = [int(x) for x in r.stdout.split()]
         assert got == want, f"{source}: {got} != HF {want}"
@@ -175,12 +180,15 @@ def llama2c_greedy(cfg, w, prompt, n):
     return out
 
 
-def test_llama2c_stories_numpy(lctl, shared_data):
+# Both caches must give the reference's 40 tokens: its smallest top-1/top-2 margin over the
+# 40 steps is 0.13 (measured), far above what an F16 cache moves (~1e-3 relative).
+@pytest.mark.parametrize("kv", ["f32", "f16"])
+def test_llama2c_stories_numpy(lctl, shared_data, kv):
     cfg, w = load_llama2c(shared_data / "stories260K.bin")
     prompt = [1, 403, 407, 261, 378]  # BOS + "Once upon a time" in tok512
     want = llama2c_greedy(cfg, w, prompt, 40)
     r = run([lctl, "run", shared_data / "stories260K.bin", "--ids", ",".join(map(str, prompt)),
-             "-n", 40, "--temp", 0, "--print-ids", "--ignore-eos"])
+             "-n", 40, "--temp", 0, "--print-ids", "--ignore-eos", "--kv-type", kv])
     assert r.returncode == 0, r.stderr.decode()
     got = [int(x) for x in r.stdout.split()]
     assert got == want

@@ -12,7 +12,7 @@ from conftest import ROOT, build_dir, run
 MODEL = ROOT / "tests" / "golden" / "models" / "llama.gguf"
 IDS = [1, 17, 42, 99, 3, 250, 8, 5, 77, 120]
 COMMANDS = ["run", "eval", "chat", "bench", "embed"]
-DEFAULT = "f32"  # the cache of tm_ctx_params_default()
+DEFAULT = "f16"  # the cache of tm_ctx_params_default()
 
 
 def eval_logits(lctl, tmp_path, *flags):

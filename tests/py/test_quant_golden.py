@@ -2,9 +2,10 @@
 (`lctl quantize IN OUT TYPE`, at test time into tmp) to Q8_0, Q4_0 and Q4_K, against the
 float32 transformers reference logits (<family>.logits.f32, [prompt][pos][vocab]).
 
-`lctl eval --ids-file` runs each prompt teacher-forced, with the default KV cache, in
-both matmul modes: fast (activations quantized to 8-bit blocks) and --exact (float
-activations). Two measures per (type, mode), pooled over every fixture and prompt:
+`lctl eval --ids-file` runs each prompt teacher-forced in both matmul modes, fast
+(activations quantized to 8-bit blocks) and --exact (float activations), with each KV
+cache named explicitly: `--kv-type f32` and `--kv-type f16` (the default). Two measures per
+(type, mode, cache), pooled over every fixture and prompt:
 
 - top-1 agreement: our argmax (--top1-out) against the reference argmax at every scored
   position (7 + 12 + 20 tokens = 36 positions per fixture, 324 in all);
@@ -37,19 +38,25 @@ GOLDEN = ROOT / "tests" / "golden" / "models"
 FIXTURES = ["llama", "llama3", "qwen2", "qwen3", "gemma3", "llama256", "mistral", "phi3", "gpt2"]
 TYPES = ["q8_0", "q4_0", "q4_k"]
 MODES = ["fast", "exact"]
+KVS = ["f32", "f16"]  # --kv-type: every case runs with both caches
 TOP_K = 64
 
-# (type, mode) -> (min top-1 agreement, max relative logit error). Measured over the nine
-# fixtures (2 threads, AVX-512 build; F32 KV cache): top-1 / error
-#   q8_0 fast 0.963 / 0.066, exact 0.978 / 0.059
-#   q4_0 fast 0.639 / 0.84,  exact 0.627 / 0.82
-#   q4_k fast 0.759 / 0.83,  exact 0.772 / 0.83   (llama256 alone, the real Q4_K: 0.528)
+# (type, mode) -> (min top-1 agreement, max relative logit error), the same for both KV
+# caches. Measured over the nine fixtures (2 threads, AVX-512 build), top-1 / error with an
+# F32 cache | an F16 cache:
+#   q8_0 fast 0.963 / 0.066 | 0.957 / 0.061, exact 0.978 / 0.059 | 0.978 / 0.059
+#   q4_0 fast 0.639 / 0.84  | 0.639 / 0.82,  exact 0.627 / 0.82  | 0.627 / 0.82
+#   q4_k fast 0.759 / 0.83  | 0.762 / 0.82,  exact 0.772 / 0.83  | 0.772 / 0.83
+#   (llama256 alone, the real Q4_K: 0.528 in every case)
 # (the six llama/qwen/gemma fixtures alone measured 0.972 / 0.977 for q8_0 before mistral,
-# phi3 and gpt2 joined; mistral flips 3 of 36 positions in fast mode).
-# The bar (>= 98% for Q8_0) is NOT met on these fixtures: 12 (fast) and 7 (exact) of
-# 324 positions flip. These are random tiny models whose logits are flat (smallest HF top-2
-# margins 6e-4 .. 0.58), so a weight error of a few percent of max|logit| moves near ties;
-# the bounds below are the measured values with a little room, not the bar.
+# phi3 and gpt2 joined; mistral flips 3 (F32) / 4 (F16) of 36 positions in fast mode). With
+# float activations the cache changes almost nothing; with 8-bit ones its ~1e-3 rounding
+# (tests/unit/test_model.c) re-rolls the activation quantization, +-2 positions here.
+# The bar (>= 98% for Q8_0) is NOT met on these fixtures: 12 / 14 (fast) and 7
+# (exact) of 324 positions flip. These are random tiny models whose logits are flat
+# (smallest HF top-2 margins 6e-4 .. 0.58), so a weight error of a few percent of max|logit|
+# moves near ties; the bounds below are the measured values with a little room, not the
+# issue's bar.
 BOUNDS = {
     ("q8_0", "fast"): (0.95, 0.08),
     ("q8_0", "exact"): (0.96, 0.08),
@@ -85,11 +92,11 @@ def reference(fam):
     return meta["prompts"], out
 
 
-def eval_prompt(lctl, model, ids, exact, tmp):
+def eval_prompt(lctl, model, ids, exact, kv, tmp):
     f_ids, f_top1, f_lo = tmp / "ids.txt", tmp / "top1.txt", tmp / "logits.txt"
     f_ids.write_text(" ".join(map(str, ids)))
     cmd = [lctl, "eval", model, "--ids-file", f_ids, "--top1-out", f_top1, "--logits-out",
-           f_lo, "--top-k", TOP_K, "-t", 2]
+           f_lo, "--top-k", TOP_K, "-t", 2, "--kv-type", kv]
     if exact:
         cmd.append("--exact")
     r = run(cmd)
@@ -106,7 +113,7 @@ def eval_prompt(lctl, model, ids, exact, tmp):
     return top1, rows
 
 
-def measure(lctl, quantized, t, mode, tmp):
+def measure(lctl, quantized, t, mode, kv, tmp):
     agree = total = 0
     worst = 0.0
     per = {}
@@ -115,7 +122,7 @@ def measure(lctl, quantized, t, mode, tmp):
         fa = fn = 0
         fw = 0.0
         for ids, ref in zip(prompts, refs):
-            top1, rows = eval_prompt(lctl, quantized[fam, t], ids, mode == "exact", tmp)
+            top1, rows = eval_prompt(lctl, quantized[fam, t], ids, mode == "exact", kv, tmp)
             assert len(top1) == len(ids) - 1 == len(rows)
             for pos, got in enumerate(top1):
                 fa += int(got == int(np.argmax(ref[pos])))
@@ -128,12 +135,13 @@ def measure(lctl, quantized, t, mode, tmp):
     return agree / total, worst, per
 
 
+@pytest.mark.parametrize("kv", KVS)
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("qtype", TYPES)
-def test_quant_golden(lctl, quantized, qtype, mode, tmp_path):
-    top1, err, per = measure(lctl, quantized, qtype, mode, tmp_path)
+def test_quant_golden(lctl, quantized, qtype, mode, kv, tmp_path):
+    top1, err, per = measure(lctl, quantized, qtype, mode, kv, tmp_path)
     detail = ", ".join(f"{f} {a:.3f}/{e:.3g}" for f, (a, e) in per.items())
-    print(f"\n{qtype} {mode}: top-1 agreement {top1:.4f}, max rel logit error {err:.4g} "
+    print(f"\n{qtype} {mode} kv {kv}: top-1 agreement {top1:.4f}, max rel logit error {err:.4g} "
           f"({detail})")
     min_top1, max_err = BOUNDS[qtype, mode]
     assert top1 >= min_top1, f"{qtype} {mode}: top-1 agreement {top1:.4f} < {min_top1} ({detail})"
@@ -142,8 +150,10 @@ def test_quant_golden(lctl, quantized, qtype, mode, tmp_path):
 
 # ---- BERT: embeddings ------------------------------------------------------------------------
 # type -> (max |ours - ref|, max 1 - cos) over the three prompts, against the float32
-# transformers embeddings of bert-hf. Measured (2 threads, AVX-512 build): f32 7.5e-8 / 0,
-# q8_0 4.2e-3 / 6.6e-5, q4_0 0.063 / 0.018, q4_k (Q5_0 on rows of 64) 0.047 / 8.9e-3.
+# transformers embeddings of bert-hf, with either KV cache. Measured (2 threads, AVX-512
+# build), F32 cache: f32 7.5e-8 / 0, q8_0 4.2e-3 / 6.6e-5, q4_0 0.063 / 0.018, q4_k (Q5_0 on
+# rows of 64) 0.047 / 8.9e-3; F16 cache: f32 5.3e-5 / 1.4e-8, q8_0 3.9e-3 / 7.8e-5, q4_0
+# 0.063 / 0.018, q4_k 0.046 / 8.8e-3.
 BERT_BOUNDS = {
     "f32": (1e-4, 1e-6),
     "q8_0": (0.01, 2e-4),
@@ -152,8 +162,9 @@ BERT_BOUNDS = {
 }
 
 
+@pytest.mark.parametrize("kv", KVS)
 @pytest.mark.parametrize("qtype", list(BERT_BOUNDS))
-def test_quant_golden_bert(lctl, qtype, tmp_path):
+def test_quant_golden_bert(lctl, qtype, kv, tmp_path):
     gguf = pytest.importorskip("gguf")
     model = GOLDEN / "bert.gguf"
     if qtype != "f32":
@@ -163,7 +174,7 @@ def test_quant_golden_bert(lctl, qtype, tmp_path):
         kept = {t.name: t.tensor_type.name for t in gguf.GGUFReader(model).tensors}
         assert kept["position_embd.weight"] == "F32" and kept["token_types.weight"] == "F32"
     ref = json.loads((GOLDEN / "bert-hf" / "reference.embed.json").read_text())
-    args = [lctl, "embed", model, "-t", 2]
+    args = [lctl, "embed", model, "-t", 2, "--kv-type", kv]
     for ids in ref["prompts"]:
         args += ["--ids", ",".join(map(str, ids))]
     r = run(args)
@@ -175,7 +186,7 @@ def test_quant_golden_bert(lctl, qtype, tmp_path):
         w = np.array(w)
         err = max(err, float(np.max(np.abs(g - w))))
         cos = max(cos, float(1 - g @ w / np.linalg.norm(g) / np.linalg.norm(w)))
-    print(f"\nbert {qtype}: max abs embedding error {err:.3g}, max 1 - cos {cos:.3g}")
+    print(f"\nbert {qtype} kv {kv}: max abs embedding error {err:.3g}, max 1 - cos {cos:.3g}")
     max_err, max_cos = BERT_BOUNDS[qtype]
     assert err <= max_err and cos <= max_cos, f"bert {qtype}: {err:.3g} / {cos:.3g}"
 

@@ -15,6 +15,8 @@
 #include "harness.h"
 #include "tm/tm_gguf.h"
 #include "tm/tm_model.h"
+#include "tm/tm_sched.h"
+#include "tm/tm_server.h"
 
 #define GOLDEN_DIR TM_SOURCE_DIR "/tests/golden/models/"
 
@@ -337,6 +339,30 @@ TEST(hf_load_errors) {
     unlink(cfg);
     unlink(st);
     rmdir(dir);
+}
+
+/* The KV cache is F16 unless the caller asks for F32 (docs/decisions.md), in the context,
+ * scheduler and server defaults alike; other element types are refused by name. */
+TEST(kv_dtype_default_f16_and_checked) {
+    EXPECT_EQ_INT(tm_ctx_params_default().kv_dtype, TM_DTYPE_F16);
+    EXPECT_EQ_INT(tm_sched_params_default().kv_dtype, TM_DTYPE_F16);
+    EXPECT_EQ_INT(tm_server_params_default().kv_dtype, TM_DTYPE_F16);
+    tm_model_params mp = tm_model_params_default();
+    mp.path = GOLDEN_DIR "llama.gguf";
+    tm_model *m = NULL;
+    ASSERT_OK(tm_model_load(&mp, &m));
+    const tm_dtype bad[] = {TM_DTYPE_BF16, TM_DTYPE_Q8_0, TM_DTYPE_I32};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        tm_ctx_params cp = tm_ctx_params_default();
+        cp.n_ctx = 16;
+        cp.n_threads = 1;
+        cp.kv_dtype = bad[i];
+        tm_ctx *ctx = NULL;
+        EXPECT_EQ_INT(tm_ctx_init(m, &cp, &ctx), TM_ERR_INVALID);
+        EXPECT_TRUE(ctx == NULL);
+        EXPECT_TRUE(strstr(tm_last_error(), tm_dtype_name(bad[i])) != NULL);
+    }
+    tm_model_free(m);
 }
 
 /* A prompt longer than the context is refused with both numbers. */

@@ -50,8 +50,8 @@ static void usage(FILE *f) {
                "  --max-batch N        tokens one scheduler step may process (default 128)\n"
                "  --max-queue N        waiting requests before 429 (default 64)\n"
                "  --threads N          compute threads (default: online CPUs)\n"
-               "  --kv-type f16|f32    KV cache precision (default f32; f16 rounds K and V to\n"
-               "                       half precision, half the memory); also --kv-f16, --kv-f32\n"
+               "  --kv-type f16|f32    KV cache precision (default f16; f32 stores K and V\n"
+               "                       unrounded, at twice the memory); also --kv-f16, --kv-f32\n"
                "  --max-body-bytes N   request body cap, 413 above (default 8388608)\n"
                "  --quiet              no per-request log lines\n"
                "  -h, --help           this text\n");

@@ -28,7 +28,7 @@ static void bench_usage(FILE *f) {
                "  -p, --n-prompt NP    prompt tokens (default 128; 0 = skip)\n"
                "  -n, --n-gen NG       generated tokens (default 64; 0 = skip)\n"
                "  -r, --repetitions R  timed repetitions (default 3)\n"
-               "  --kv-type f16|f32    KV cache precision (default f32; llama-bench's default is\n"
+               "  --kv-type f16|f32    KV cache precision (default f16, as llama-bench's default\n"
                "                       -ctk/-ctv f16); also --kv-f16, --kv-f32\n"
                "  -h, --help           this text\n\n"
                "TM_CPU_REF=1 in the environment selects the plain C reference dot kernels.\n");

@@ -38,8 +38,8 @@ static void chat_usage(FILE *f) {
                "  --top-k K            (default 40)\n"
                "  --top-p P            (default 0.9)\n"
                "  --seed S             sampling seed\n"
-               "  --kv-type f16|f32    KV cache precision (default f32; f16 rounds K and V to\n"
-               "                       half precision, half the memory); also --kv-f16, --kv-f32\n"
+               "  --kv-type f16|f32    KV cache precision (default f16; f32 stores K and V\n"
+               "                       unrounded, at twice the memory); also --kv-f16, --kv-f32\n"
                "  -h, --help           this text\n");
 }
 

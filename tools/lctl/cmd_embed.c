@@ -23,8 +23,8 @@ static void embed_usage(FILE *f) {
                "  --ids LIST         token ids to embed as given, comma-separated (repeatable;\n"
                "                     no tokenizer needed)\n"
                "  -t, --threads N    compute threads (default: online CPUs)\n"
-               "  --kv-type f16|f32  KV cache precision (default f32; f16 rounds K and V to\n"
-               "                     half precision); also --kv-f16, --kv-f32\n"
+               "  --kv-type f16|f32  KV cache precision (default f16; f32 stores K and V\n"
+               "                     unrounded); also --kv-f16, --kv-f32\n"
                "  -h, --help         this text\n");
 }
 
