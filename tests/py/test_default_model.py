@@ -42,15 +42,20 @@ NAMES = sorted(p.stem for p in GOLDEN.glob("*.json"))
 CI_POSITIONS = {"gemma-3-270m": 1024}
 N_POS_ENV = os.environ.get("TM_ACCURACY_POSITIONS")
 # Configurations: lctl flags (the KV cache always named) and bars, measured values in
-# docs/accuracy.md (2 threads, AVX2), Qwen / Gemma:
+# docs/accuracy.md (2 threads, AVX-512 machine), Qwen / Gemma:
 #   exact:     the issue's requirement. Measured top-1 100% / 100%, perplexity -2e-7 / -3e-7,
 #              top-5 logits within 6e-5.
 #   exact-f16: what the F16 cache costs alone. Measured top-1 99.8% (one flip, at a reference
 #              margin of 0.003) / 100%, perplexity -1.5e-4 / -2.7e-5, top-5 logits within 0.012;
-#              the greedy steps' margins move by at most 0.011.
+#              the greedy steps' margins move by at most 0.011 (tie 0.05 is safe).
 #   fast:      what 8-bit activations cost (with the F16 cache, as shipped). Measured top-1
-#              98.8% / 95.0% (99.8% / 97.7% where the margin is >= 0.1), perplexity -0.01% /
-#              +0.65%, top-5 logits within 0.25 / 0.52; greedy margins move by up to ~0.25.
+#              98.0% / 95.0% (99.8% / 97.9% where the margin is >= 0.1), perplexity +0.04% /
+#              +0.82%, top-5 logits within 0.20 / 0.41. 8-bit activations move the greedy
+#              steps' margins by up to 0.26 with either cache (decoded one token at a time:
+#              Qwen step 10, reference 0.17 -> 0.003 with F16; Gemma step 5, 0.256 -> 0.014
+#              with F16 and 0.048 with F32; step 6, 0.278 -> 0.035 with F32), so the fast greedy
+#              run is compared up to the first reference margin below 0.3 (Qwen 9 tokens, Gemma
+#              4); below that, which token wins depends on 8-bit rounding, not on correctness.
 # tie: a greedy step whose reference top-1/top-2 logits differ by less is a tie.
 # top5: the largest |logit - ref| allowed over the top-5 samples (a wrong kernel moves them
 # by much more than any of these).
@@ -60,7 +65,7 @@ CONFIGS = {
     "exact-f16": dict(flags=["--exact", "--kv-type", "f16"], agree=0.99, agree_clear=0.99,
                       ppl=1e-3, top5=0.05, tie=0.05),
     "fast": dict(flags=["--kv-type", "f16"], agree=0.93, agree_clear=0.97, ppl=0.015,
-                 top5=1.0, tie=0.05),
+                 top5=1.0, tie=0.3),
 }
 MODES = sorted(CONFIGS)
 NEAR_TIE = 0.1  # agreement is also counted over positions whose reference margin is >= this
