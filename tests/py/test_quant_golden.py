@@ -25,7 +25,9 @@ whole and split into row views at load). BERT, an embedding model, is checked ap
 `lctl embed --ids` against the float32 transformers embeddings (BERT_BOUNDS).
 
 Bounds are the measured values with room (see BOUNDS); the issue's bar, top-1 agreement
->= 98% for Q8_0, is missed here by one to four positions in a hundred (see BOUNDS).
+>= 98% for Q8_0, is missed here by one to four positions in a hundred (see BOUNDS). Each
+flip is printed with the reference's top-1/top-2 margin there, to tell a near tie from a
+real fault.
 """
 import json
 
@@ -114,33 +116,40 @@ def eval_prompt(lctl, model, ids, exact, kv, tmp):
 
 
 def measure(lctl, quantized, t, mode, kv, tmp):
+    """(top-1 agreement, max relative logit error, {fixture: (agreement, error)}, flips)."""
     agree = total = 0
     worst = 0.0
-    per = {}
+    per, flips = {}, []
     for fam in FIXTURES:
         prompts, refs = reference(fam)
         fa = fn = 0
         fw = 0.0
-        for ids, ref in zip(prompts, refs):
+        for pi, (ids, ref) in enumerate(zip(prompts, refs)):
             top1, rows = eval_prompt(lctl, quantized[fam, t], ids, mode == "exact", kv, tmp)
             assert len(top1) == len(ids) - 1 == len(rows)
             for pos, got in enumerate(top1):
-                fa += int(got == int(np.argmax(ref[pos])))
+                want = int(np.argmax(ref[pos]))
+                fa += int(got == want)
                 fn += 1
+                if got != want:
+                    margin = float(ref[pos][want] - np.partition(ref[pos], -2)[-2])
+                    flips.append(f"{fam} p{pi}:{pos} margin {margin:.3g} "
+                                 f"({margin / float(np.max(np.abs(ref[pos]))):.2%} of max)")
             for pos, pairs in rows:
                 mx = float(np.max(np.abs(ref[pos])))
                 fw = max(fw, max(abs(v - ref[pos][k]) for k, v in pairs.items()) / mx)
         per[fam] = (fa / fn, fw)
         agree, total, worst = agree + fa, total + fn, max(worst, fw)
-    return agree / total, worst, per
+    return agree / total, worst, per, flips
 
 
 @pytest.mark.parametrize("kv", KVS)
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("qtype", TYPES)
 def test_quant_golden(lctl, quantized, qtype, mode, kv, tmp_path):
-    top1, err, per = measure(lctl, quantized, qtype, mode, kv, tmp_path)
+    top1, err, per, flips = measure(lctl, quantized, qtype, mode, kv, tmp_path)
     detail = ", ".join(f"{f} {a:.3f}/{e:.3g}" for f, (a, e) in per.items())
+    detail += "; flips at reference margins: " + ("; ".join(flips) or "none")
     print(f"\n{qtype} {mode} kv {kv}: top-1 agreement {top1:.4f}, max rel logit error {err:.4g} "
           f"({detail})")
     min_top1, max_err = BOUNDS[qtype, mode]
