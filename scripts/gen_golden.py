@@ -6,8 +6,10 @@ live on different machines here:
 
   stage "hf"   (needs torch + transformers; run on the NVIDIA test machine, on its CPU so that
                no TF32 or GPU reduction order leaks into the reference):
-      builds one tiny random model per family with the real config class (fixed seed),
-      runs it in float32 with eager attention and stores, per family, one .npz holding the
+      builds one tiny model per family with the real config class (fixed seed), trains it
+      for a few hundred steps on a synthetic language (train_on_chain: peaked next-token
+      distributions like a trained model's, which the quantized goldens need), runs it in
+      float32 with eager attention and stores, per family, one .npz holding the
       weights (HF names), the config (JSON), the prompts, the logits at every position of
       every prompt and a 16-token greedy continuation of each prompt.
 
@@ -213,6 +215,65 @@ def stage_hf_bert(hf_dir):
     print("bert ok")
 
 
+# A synthetic language to train the fixtures on. Random weights alone give a logit vector
+# that is a Gaussian sample over the vocabulary: its top-1/top-2 gap is ~0.3 of the logit
+# spread and the rest of the vocabulary sits right below, so a weight or activation error of
+# half a percent (Q8_0) flips the argmax at several positions in a hundred. A trained model puts
+# a few candidates far above the bulk (docs/accuracy.md, "Quantized goldens"). TRAIN_STEPS
+# AdamW steps on this source make the fixtures small trained models: every token, BOS
+# included, has CHAIN_K successors whose odds depend on the token before it too (so attention
+# has to look back one position); with probability CHAIN_NOISE the next token is any token
+# instead, so every embedding row is trained and the prompts' odd pairs are not unseen.
+CHAIN_K = 4
+CHAIN_NOISE = 0.05
+TRAIN_STEPS = 400
+
+
+def chain_source(rs):
+    """(successors [V, K], odds from the last token [V, K], odds from the one before [V, K])."""
+    succ = np.stack([rs.choice(np.arange(3, VOCAB), CHAIN_K, replace=False) for _ in range(VOCAB)])
+    return succ, 2.0 * rs.randn(VOCAB, CHAIN_K), 2.0 * rs.randn(VOCAB, CHAIN_K)
+
+
+def chain_sample(src, rs, n_seq, n_tok):
+    """n_seq sequences of n_tok tokens: BOS (1), then the chain (the token before BOS is 0)."""
+    succ, base, mod = src
+    out = np.zeros((n_seq, n_tok + 1), dtype=np.int64)  # column 0: the 0 before BOS
+    out[:, 1] = 1
+    for t in range(2, n_tok + 1):
+        a, b = out[:, t - 1], out[:, t - 2]
+        lg = base[a] + mod[b]
+        p = np.exp(lg - lg.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        nxt = succ[a, (rs.rand(n_seq, 1) < p.cumsum(1)).argmax(1)]
+        noise = rs.rand(n_seq) < CHAIN_NOISE
+        out[:, t] = np.where(noise, rs.randint(3, VOCAB, n_seq), nxt)
+    return out[:, 1:]
+
+
+def train_on_chain(model, family):
+    import torch
+
+    rs = np.random.RandomState(SEED)
+    src = chain_source(rs)
+    torch.manual_seed(SEED)
+    model.train()  # GPT-2's dropout is on while training
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    # cosine decay to zero, as LMs are trained: without it the rarer contexts (the one after
+    # BOS is 1 in 48 tokens) keep noisy odds, e.g. near ties the source does not have
+    decay = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.5 * (1.0 + np.cos(np.pi * s / TRAIN_STEPS)))
+    for _ in range(TRAIN_STEPS):
+        x = torch.from_numpy(chain_sample(src, rs, 32, 48))
+        loss = model(input_ids=x, labels=x).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        decay.step()
+    model.eval()
+    print(f"{family}: trained {TRAIN_STEPS} steps, loss {loss.item():.3f}", file=sys.stderr)
+
+
 def stage_hf(out_dir, hf_dir=None, only=None):
     import torch
     import transformers
@@ -228,17 +289,19 @@ def stage_hf(out_dir, hf_dir=None, only=None):
         model = transformers.AutoModelForCausalLM.from_config(cfg, attn_implementation="eager")
         model = model.float().eval()
         # Random init with std 0.02 gives near-zero logits and greedy ties; use larger weights
-        # and non-trivial norms/biases so every term of the forward pass matters.
+        # and non-trivial norms/biases so every term of the forward pass matters. GPT-2's
+        # LayerNorms are ln_1 / ln_2 / ln_f.
         g = torch.Generator().manual_seed(SEED)
         with torch.no_grad():
             for name, p in model.named_parameters():
-                if "norm" in name:
+                if "norm" in name or (family == "gpt2" and ".ln_" in name and "weight" in name):
                     base = 0.0 if family == "gemma3" else 1.0
                     p.copy_(base + 0.1 * torch.randn(p.shape, generator=g))
                 elif name.endswith(".bias"):
                     p.copy_(0.1 * torch.randn(p.shape, generator=g))
                 else:
                     p.copy_(0.15 * torch.randn(p.shape, generator=g))
+        train_on_chain(model, family)
         sd = {k: v.detach().float().cpu().numpy() for k, v in model.state_dict().items()}
         if hf_dir is not None:
             save_hf_folders(model, family, hf_dir)

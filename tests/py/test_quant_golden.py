@@ -24,10 +24,13 @@ HF folders (llama.cpp's layout: phi3's fused attn_qkv and gate+up ffn_up are qua
 whole and split into row views at load). BERT, an embedding model, is checked apart:
 `lctl embed --ids` against the float32 transformers embeddings (BERT_BOUNDS).
 
-Bounds are the measured values with room (see BOUNDS); the issue's bar, top-1 agreement
->= 98% for Q8_0, is missed here by one to four positions in a hundred (see BOUNDS). Each
-flip is printed with the reference's top-1/top-2 margin there, to tell a near tie from a
-real fault.
+The fixtures are small trained models (scripts/gen_golden.py trains each one on a synthetic
+language before taking the reference), so their next-token distributions are peaked like a
+real model's; on the untrained random fixtures used before, the top-1/top-2 gap was inside
+Q8_0's noise at several positions in a hundred (docs/accuracy.md, "Quantized goldens").
+Bounds are the measured values with room (see BOUNDS); Q8_0 is held to the issue's bar,
+top-1 agreement >= 98%, in both modes and with both caches. Each flip is printed with the
+reference's top-1/top-2 margin there, to tell a near tie from a real fault.
 """
 import json
 
@@ -44,29 +47,29 @@ KVS = ["f32", "f16"]  # --kv-type: every case runs with both caches
 TOP_K = 64
 
 # (type, mode) -> (min top-1 agreement, max relative logit error), the same for both KV
-# caches. Measured over the nine fixtures (2 threads, AVX-512 build), top-1 / error with an
-# F32 cache | an F16 cache:
-#   q8_0 fast 0.963 / 0.066 | 0.957 / 0.061, exact 0.978 / 0.059 | 0.978 / 0.059
-#   q4_0 fast 0.639 / 0.84  | 0.639 / 0.82,  exact 0.627 / 0.82  | 0.627 / 0.82
-#   q4_k fast 0.759 / 0.83  | 0.762 / 0.82,  exact 0.772 / 0.83  | 0.772 / 0.83
-#   (llama256 alone, the real Q4_K: 0.528 in every case)
-# (the six llama/qwen/gemma fixtures alone measured 0.972 / 0.977 for q8_0 before mistral,
-# phi3 and gpt2 joined; mistral flips 3 (F32) / 4 (F16) of 36 positions in fast mode). With
-# float activations the cache changes almost nothing; with 8-bit ones its ~1e-3 rounding
-# (tests/unit/test_model.c) re-rolls the activation quantization, +-2 positions here.
-# The issue's bar (>= 98% for Q8_0) is NOT met on these fixtures: 12 / 14 (fast) and 7
-# (exact) of 324 positions flip. These are random tiny models whose logits are flat
-# (smallest HF top-2 margins 6e-4 .. 0.58), so a weight error of a few percent of max|logit|
-# moves near ties; the bounds below are the measured values with a little room, not the
-# issue's bar.
+# caches. Measured over the nine fixtures (2 threads, AVX-512 build, same with
+# TM_CPU_REF=1), top-1 / error with an F32 cache | an F16 cache:
+#   q8_0 fast 0.985 / 0.086 | 0.991 / 0.082, exact 0.991 / 0.049 | 0.991 / 0.050
+#   q4_0 fast 0.892 / 0.59  | 0.892 / 0.58,  exact 0.889 / 0.59  | 0.889 / 0.59
+#   q4_k fast 0.963 / 0.29  | 0.963 / 0.29,  exact 0.963 / 0.29  | 0.963 / 0.29
+#   (llama256 alone, the real Q4_K: 0.972 fast, 0.944 exact, either cache)
+# q8_0 flips at most 5 of 324 positions, each where the reference's top-1/top-2 margin is
+# <= 0.082 (1.3% of max|logit|; three of them below 0.016). The q8_0 fast error is llama3's
+# third prompt (random tokens), position 8, where the 8-bit activations double the weight
+# error (exact 0.044 there). Before the fixtures were trained (random weights, flat logits),
+# F32 | F16 cache: q8_0 fast 0.963 / 0.066 | 0.957 / 0.061, exact 0.978 / 0.059 (both);
+# q4_0 0.64 / 0.84; q4_k 0.76 / 0.83 (llama256: 0.528).
 BOUNDS = {
-    ("q8_0", "fast"): (0.95, 0.08),
-    ("q8_0", "exact"): (0.96, 0.08),
-    ("q4_0", "fast"): (0.55, 1.0),
-    ("q4_0", "exact"): (0.55, 1.0),
-    ("q4_k", "fast"): (0.68, 1.0),
-    ("q4_k", "exact"): (0.68, 1.0),
+    ("q8_0", "fast"): (0.98, 0.10),
+    ("q8_0", "exact"): (0.98, 0.06),
+    ("q4_0", "fast"): (0.86, 0.70),
+    ("q4_0", "exact"): (0.86, 0.70),
+    ("q4_k", "fast"): (0.94, 0.35),
+    ("q4_k", "exact"): (0.94, 0.35),
 }
+# (type, fixture) -> min top-1 agreement of that fixture alone: llama256 is the one where
+# Q4_K is real (the others fall back to Q5_0), 36 positions.
+FIXTURE_BOUNDS = {("q4_k", "llama256"): 0.88}
 
 
 @pytest.fixture(scope="module")
@@ -155,6 +158,9 @@ def test_quant_golden(lctl, quantized, qtype, mode, kv, tmp_path):
     min_top1, max_err = BOUNDS[qtype, mode]
     assert top1 >= min_top1, f"{qtype} {mode}: top-1 agreement {top1:.4f} < {min_top1} ({detail})"
     assert err <= max_err, f"{qtype} {mode}: max rel logit error {err:.4g} > {max_err} ({detail})"
+    for (t, fam), bound in FIXTURE_BOUNDS.items():
+        if t == qtype:
+            assert per[fam][0] >= bound, f"{qtype} {mode} {fam}: {per[fam][0]:.3f} < {bound}"
 
 
 # ---- BERT: embeddings ------------------------------------------------------------------------
