@@ -203,7 +203,10 @@ static tm_status lex_number(lexer *L, jj_tok *t, bool after_dot) {
     /* Jinja's float rule does not fire right after a '.', so x.0.1 is two lookups. */
     if (!after_dot && j + 1 < L->n && L->s[j] == '.' && L->s[j + 1] >= '0' && L->s[j + 1] <= '9') {
         is_float = true;
-        buf[o++] = '.';
+        if (o < sizeof buf - 1)
+            buf[o++] = '.';
+        else
+            o = sizeof buf; /* marks "too long" (checked below) */
         j++;
         while (j < L->n && ((L->s[j] >= '0' && L->s[j] <= '9') || L->s[j] == '_')) {
             if (L->s[j] != '_' && o < sizeof buf - 1)
@@ -226,6 +229,8 @@ static tm_status lex_number(lexer *L, jj_tok *t, bool after_dot) {
             }
         }
     }
+    if (o >= sizeof buf - 1) /* digits were dropped: never parse a truncated literal */
+        return lex_err(L, t->line, t->col, "number literal longer than 126 characters");
     buf[o] = '\0';
     if (is_float) {
         t->type = JT_FLOAT;

@@ -230,6 +230,15 @@ TEST(syntax_errors_have_line_and_col) {
     expect_error("{% include 'x.j' %}", TM_ERR_FORMAT, "unsupported statement 'include'");
     expect_error("{# open comment", TM_ERR_FORMAT, "unterminated comment");
     expect_error("{{ a is b is c }}", TM_ERR_FORMAT, "");
+    { /* fuzz find: a 127-digit integer part then '.5' wrote past the literal buffer */
+        char t[300] = "{{ ";
+        memset(t + 3, '8', 127);
+        strcpy(t + 130, ".5 }}");
+        expect_error(t, TM_ERR_FORMAT, "number literal longer than 126 characters");
+        memset(t + 3, '1', 200); /* long digits: refused, never silently truncated */
+        strcpy(t + 203, " }}");
+        expect_error(t, TM_ERR_FORMAT, "number literal longer than 126 characters");
+    }
     expect_error("{{ f(a=1, 2) }}", TM_ERR_FORMAT, "positional argument follows keyword");
     expect_error("{{ 1 $ 2 }}", TM_ERR_FORMAT, "t:1:6: unexpected character '$'");
 }
