@@ -397,7 +397,8 @@ size_t tm__cpu_attn_scratch(const tm_tensor *dst) {
 }
 
 void tm__cpu_attn(const tm_tensor *dst, int ith, int nth, void *scratch) {
-    if (tm__cpu_isa() != TM_CPU_ISA_REF && attn_avx2(dst, ith, nth, scratch))
+    if ((tm__cpu_isa() == TM_CPU_ISA_AVX2 || tm__cpu_isa() == TM_CPU_ISA_AVX512) &&
+        attn_avx2(dst, ith, nth, scratch))
         return;
     attn_ref(dst, ith, nth, scratch);
 }
