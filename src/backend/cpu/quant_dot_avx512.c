@@ -151,6 +151,34 @@ AVX512 static inline __m512i x5_codes2(tm_dtype t, const uint8_t *b0, const uint
     return u;
 }
 
+/* Bytes per block and the offset the unsigned codes carry (Q4_0 / Q5_0 / Q8_0). */
+__attribute__((always_inline)) AVX512 static inline int x5_block_bytes(tm_dtype t) {
+    return t == TM_DTYPE_Q8_0 ? 34 : t == TM_DTYPE_Q5_0 ? 22 : 18;
+}
+
+__attribute__((always_inline)) AVX512 static inline float x5_code_offset(tm_dtype t) {
+    return t == TM_DTYPE_Q8_0 ? 128.0f : t == TM_DTYPE_Q5_0 ? 16.0f : 8.0f;
+}
+
+/* The f16 scales at the start of four blocks, as floats. */
+__attribute__((always_inline)) AVX512 static inline __m128
+x5_scales4(const uint8_t *b0, const uint8_t *b1, const uint8_t *b2, const uint8_t *b3) {
+    uint16_t h[4];
+    memcpy(&h[0], b0, 2);
+    memcpy(&h[1], b1, 2);
+    memcpy(&h[2], b2, 2);
+    memcpy(&h[3], b3, 2);
+    uint64_t h64;
+    memcpy(&h64, h, 8);
+    return _mm_cvtph_ps(_mm_cvtsi64_si128((long long)h64));
+}
+
+/* Prefetches n bytes at p into L1 (the next row group of a four-row dot). */
+__attribute__((always_inline)) AVX512 static inline void x5_prefetch(const char *p, int n) {
+    for (int o = 0; o < n; o += 64)
+        _mm_prefetch(p + o, _MM_HINT_T0);
+}
+
 /* {sum of a's low half, of a's high half, of b's low, of b's high}. */
 AVX512 static inline __m128 x5_hsum4(__m512 a, __m512 b) {
     const __m256 h01 =
@@ -167,8 +195,8 @@ __attribute__((always_inline)) AVX512 static inline void x5_r4_body(tm_dtype t, 
                                                                     float *s, size_t ss,
                                                                     const uint8_t *w, size_t ws,
                                                                     const char *x, size_t xs) {
-    const int     bs = t == TM_DTYPE_Q8_0 ? 34 : t == TM_DTYPE_Q5_0 ? 22 : 18;
-    const float   off = t == TM_DTYPE_Q8_0 ? 128.0f : t == TM_DTYPE_Q5_0 ? 16.0f : 8.0f;
+    const int     bs = x5_block_bytes(t);
+    const float   off = x5_code_offset(t);
     const __m512i i01 = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
     const __m512i i23 = _mm512_set_epi32(3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2);
     __m512        a01[4], a23[4];
@@ -183,19 +211,11 @@ __attribute__((always_inline)) AVX512 static inline void x5_r4_body(tm_dtype t, 
      * in step, 4 * bs bytes per block. */
     const char *pf = (const char *)w + 4 * ws;
     for (int64_t i = 0; i < n / TM_QK32; i++, b0 += bs, b1 += bs, b2 += bs, b3 += bs) {
-        for (int o = 0; o < 4 * bs; o += 64)
-            _mm_prefetch(pf + i * 4 * bs + o, _MM_HINT_T0);
+        x5_prefetch(pf + i * 4 * bs, 4 * bs);
         const __m512i u01 = x5_codes2(t, b0, b1), u23 = x5_codes2(t, b2, b3);
-        uint16_t      h[4];
-        memcpy(&h[0], b0, 2);
-        memcpy(&h[1], b1, 2);
-        memcpy(&h[2], b2, 2);
-        memcpy(&h[3], b3, 2);
-        uint64_t h64;
-        memcpy(&h64, h, 8);
-        const __m128 dw = _mm_cvtph_ps(_mm_cvtsi64_si128((long long)h64));
-        const __m512 dw01 = _mm512_permutexvar_ps(i01, _mm512_castps128_ps512(dw));
-        const __m512 dw23 = _mm512_permutexvar_ps(i23, _mm512_castps128_ps512(dw));
+        const __m128  dw = x5_scales4(b0, b1, b2, b3);
+        const __m512  dw01 = _mm512_permutexvar_ps(i01, _mm512_castps128_ps512(dw));
+        const __m512  dw23 = _mm512_permutexvar_ps(i23, _mm512_castps128_ps512(dw));
         for (int c = 0; c < nc; c++) {
             const tm_q8_32 *y = (const tm_q8_32 *)(x + (size_t)c * xs) + i;
             const __m512i   yb = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)y->q));
@@ -240,8 +260,8 @@ __attribute__((always_inline)) AVX512 static inline void x5_t4_body(tm_dtype t, 
                                                                     float *s, size_t ss,
                                                                     const uint8_t *w, size_t ws,
                                                                     const char *x, size_t xs) {
-    const int     bs = t == TM_DTYPE_Q8_0 ? 34 : t == TM_DTYPE_Q5_0 ? 22 : 18;
-    const float   off = t == TM_DTYPE_Q8_0 ? 128.0f : t == TM_DTYPE_Q5_0 ? 16.0f : 8.0f;
+    const int     bs = x5_block_bytes(t);
+    const float   off = x5_code_offset(t);
     const __m512i rep = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
     __m512        acc[4], corr[4];
     for (int k = 0; k < ng; k++)
@@ -249,18 +269,10 @@ __attribute__((always_inline)) AVX512 static inline void x5_t4_body(tm_dtype t, 
     const uint8_t *b0 = w, *b1 = w + ws, *b2 = w + 2 * ws, *b3 = w + 3 * ws;
     const char    *pf = (const char *)w + 4 * ws;
     for (int64_t i = 0; i < n / TM_QK32; i++, b0 += bs, b1 += bs, b2 += bs, b3 += bs) {
-        for (int o = 0; o < 4 * bs; o += 64)
-            _mm_prefetch(pf + i * 4 * bs + o, _MM_HINT_T0);
+        x5_prefetch(pf + i * 4 * bs, 4 * bs);
         const __m512i u01 = x5_codes2(t, b0, b1), u23 = x5_codes2(t, b2, b3);
-        uint16_t      h[4];
-        memcpy(&h[0], b0, 2);
-        memcpy(&h[1], b1, 2);
-        memcpy(&h[2], b2, 2);
-        memcpy(&h[3], b3, 2);
-        uint64_t h64;
-        memcpy(&h64, h, 8);
-        const __m512 dw = _mm512_permutexvar_ps(
-            rep, _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi64_si128((long long)h64))));
+        const __m512  dw =
+            _mm512_permutexvar_ps(rep, _mm512_castps128_ps512(x5_scales4(b0, b1, b2, b3)));
         const tm_q8_32x4 *y[4];
         __m512i           is[4];
         for (int k = 0; k < ng; k++) {
