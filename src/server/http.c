@@ -331,6 +331,22 @@ void tm__txn_link(tm_server *srv, txn *t) {
     t->in_active = true;
 }
 
+/* true when model names the served generation model; otherwise err says why (400 for
+ * the embedding model, 404 for anything else). */
+bool tm__srv_check_model(const tm_server *srv, const char *model, tm_api_error *err) {
+    if (strcmp(model, srv->model_id) == 0 || strcmp(model, srv->model_path) == 0)
+        return true;
+    if (srv->emb_id != NULL && strcmp(model, srv->emb_id) == 0)
+        tm_api_error_set(err, 400, NULL, "model", "model_not_supported",
+                         "The model '%s' is an embedding model: it serves /v1/embeddings only",
+                         model);
+    else
+        tm_api_error_set(err, 404, NULL, "model", "model_not_found",
+                         "The model '%s' does not exist; this server serves '%s'", model,
+                         srv->model_id);
+    return false;
+}
+
 tm_status tm__srv_submit(tm_server *srv, txn *t, const tm_api_request *rq, const tm__api_ext *ext,
                          tm_api_error *err) {
     int32_t *ids = NULL;
@@ -440,17 +456,8 @@ static void srv_generate(tm_server *srv, txn *t) {
         tm__txn_respond_error(srv, t, &err);
         return;
     }
-    if (strcmp(rq.model, srv->model_id) != 0 && strcmp(rq.model, srv->model_path) != 0) {
-        if (srv->emb_id != NULL && strcmp(rq.model, srv->emb_id) == 0)
-            tm_api_error_set(&err, 400, NULL, "model", "model_not_supported",
-                             "The model '%s' is an embedding model: it serves /v1/embeddings only",
-                             rq.model);
-        else
-            tm_api_error_set(&err, 404, NULL, "model", "model_not_found",
-                             "The model '%s' does not exist; this server serves '%s'", rq.model,
-                             srv->model_id);
+    if (!tm__srv_check_model(srv, rq.model, &err))
         goto fail;
-    }
     if (rq.echo) {
         tm_status st = TM_OK;
         if (rq.prompt != NULL) {

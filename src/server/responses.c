@@ -484,17 +484,8 @@ void tm__resp_start(tm_server *srv, txn *t, const char *body, size_t len) {
         goto fail;
     }
     rq.kind = TM_API_RESPONSES;
-    if (strcmp(rq.model, srv->model_id) != 0 && strcmp(rq.model, srv->model_path) != 0) {
-        if (srv->emb_id != NULL && strcmp(rq.model, srv->emb_id) == 0)
-            tm_api_error_set(&err, 400, NULL, "model", "model_not_supported",
-                             "The model '%s' is an embedding model: it serves /v1/embeddings only",
-                             rq.model);
-        else
-            tm_api_error_set(&err, 404, NULL, "model", "model_not_found",
-                             "The model '%s' does not exist; this server serves '%s'", rq.model,
-                             srv->model_id);
+    if (!tm__srv_check_model(srv, rq.model, &err))
         goto fail;
-    }
     t->kind = TM_API_RESPONSES;
     if (tm__srv_submit(srv, t, &rq, NULL, &err) != TM_OK)
         goto fail;

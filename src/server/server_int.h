@@ -202,6 +202,10 @@ char *tm__api_chunk_json_lp(tm_api_kind kind, const char *id, int64_t created, c
                             tm_finish finish, bool with_usage_null, const tm__api_lp *lp,
                             const tm_tokenizer *tok);
 
+/* true when model names the served generation model; otherwise err is the OpenAI
+ * error (400 model_not_supported for the embedding model, 404 model_not_found). */
+bool tm__srv_check_model(const tm_server *srv, const char *model, tm_api_error *err);
+
 /* ---- http.c ---- */
 double    tm__srv_now(void);
 bool      tm__srv_ready(tm_server *srv);
