@@ -905,8 +905,10 @@ static const srv_route srv_routes[] = {
     {"/", R_PAGE, false, false},
 };
 
-/* Constant-time comparison of the presented key with ours. */
-static bool srv_auth_ok(tm_server *srv, struct lws *wsi) {
+/* Constant-time comparison of the presented key with ours (true without --api-key). */
+bool tm__srv_auth_ok(tm_server *srv, struct lws *wsi) {
+    if (srv->api_key == NULL)
+        return true;
     char hdr[1024];
     int  n = lws_hdr_copy(wsi, hdr, sizeof hdr, WSI_TOKEN_HTTP_AUTHORIZATION);
     if (n <= 7 || strncasecmp(hdr, "Bearer ", 7) != 0)
@@ -999,7 +1001,7 @@ static int srv_on_http(tm_server *srv, struct lws *wsi, pss *ps, const char *uri
             tm_api_error_set(e, 405, NULL, NULL, "method_not_allowed", "%s only accepts %s", uri,
                              r->post ? "POST" : "GET");
             t->has_pending_err = true;
-        } else if (r->auth && srv->api_key != NULL && !srv_auth_ok(srv, wsi)) {
+        } else if (r->auth && !tm__srv_auth_ok(srv, wsi)) {
             tm_api_error_set(e, 401, "invalid_request_error", NULL, "invalid_api_key",
                              "Incorrect or missing API key: send 'Authorization: Bearer <key>'");
             t->has_pending_err = true;

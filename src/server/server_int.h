@@ -206,6 +206,10 @@ char *tm__api_chunk_json_lp(tm_api_kind kind, const char *id, int64_t created, c
  * error (400 model_not_supported for the embedding model, 404 model_not_found). */
 bool tm__srv_check_model(const tm_server *srv, const char *model, tm_api_error *err);
 
+/* 'Authorization: Bearer KEY' matches --api-key (constant time); true without a key. Used
+ * by HTTP routes and the WebSocket upgrade. */
+bool tm__srv_auth_ok(tm_server *srv, struct lws *wsi);
+
 /* ---- http.c ---- */
 double    tm__srv_now(void);
 bool      tm__srv_ready(tm_server *srv);

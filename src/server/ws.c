@@ -54,22 +54,6 @@ static void ws_error(txn *t, int status, const char *code, const char *fmt, cons
     free(s);
 }
 
-/* Constant-time check of the handshake's bearer key. */
-static bool ws_auth_ok(tm_server *srv, struct lws *wsi) {
-    if (srv->api_key == NULL)
-        return true;
-    char hdr[1024];
-    int  n = lws_hdr_copy(wsi, hdr, sizeof hdr, WSI_TOKEN_HTTP_AUTHORIZATION);
-    if (n <= 7 || strncasecmp(hdr, "Bearer ", 7) != 0)
-        return false;
-    const char *key = hdr + 7;
-    size_t      kl = strlen(key), ol = strlen(srv->api_key);
-    unsigned    diff = (unsigned)(kl ^ ol);
-    for (size_t i = 0; i < kl && i < ol; i++)
-        diff |= (unsigned)(key[i] ^ srv->api_key[i]);
-    return diff == 0;
-}
-
 static void ws_message(tm_server *srv, txn *t) {
     json_error_t jerr;
     json_t      *m = json_loadb(t->body, t->body_len, 0, &jerr);
@@ -149,7 +133,7 @@ int tm__ws_callback(tm_server *srv, struct lws *wsi, pss *ps, enum lws_callback_
         if (lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI) <= 0 ||
             strcmp(uri, "/v1/responses") != 0)
             return -1; /* WebSocket only at /v1/responses */
-        return ws_auth_ok(srv, wsi) ? 0 : -1;
+        return tm__srv_auth_ok(srv, wsi) ? 0 : -1;
     }
     case LWS_CALLBACK_ESTABLISHED: {
         txn *t = tm_calloc(1, sizeof *t);
