@@ -40,6 +40,13 @@
 #define TM_MAX_SRC 6
 #define TM_GRAPH_ALIGN 64 /* bytes: every placed node starts on a cache line */
 
+/* Activation precision of a TM_OP_MUL_MAT node (its ip[0]) for quantized weights. */
+enum tm_mm_act {
+    TM_MM_ACT8 = 0,    /* 8-bit blocks, integer dots (fastest; ~1e-2 relative) */
+    TM_MM_ACT_F32 = 1, /* f32: weights dequantized, float dots (exact; slowest) */
+    TM_MM_ACT16 = 2,   /* 8-bit blocks plus their 8-bit residual: two integer dots */
+};
+
 typedef enum tm_op {
     TM_OP_NONE = 0, /* leaf: data owned by the caller */
     TM_OP_VIEW,     /* view of src0 at ip[0] bytes (+ ip[1] << 31); no compute */
@@ -49,7 +56,7 @@ typedef enum tm_op {
     TM_OP_RMS_NORM, /* x / sqrt(mean(x^2) + fp[0]) over ne[0]; ip[0] = 1: LayerNorm
                        without affine, (x - mean) / sqrt(var + fp[0]) */
     TM_OP_MUL_MAT,  /* src0 W [K, N] any dtype, src1 X [K, T..] F32 -> [N, T..] F32;
-                       ip[0] = 1: exact (f32 activations, no 8-bit quantization) */
+                       ip[0]: activation precision, enum tm_mm_act */
     TM_OP_ADD,      /* src0 + src1; src1 rows repeat over src0 rows */
     TM_OP_MUL,      /* src0 * src1; src1 rows repeat over src0 rows */
     TM_OP_SCALE,    /* src0 * fp[0] */

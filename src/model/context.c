@@ -101,7 +101,7 @@ static void ctx_build(tm_ctx *c, int32_t n_tokens, int32_t n_out, int32_t *out_i
         for (int32_t i = 0; i < tm_graph_n_nodes(c->graph); i++) {
             tm_tensor *t = tm_graph_node(c->graph, i);
             if (t->op == TM_OP_MUL_MAT)
-                t->ip[0] = 1;
+                t->ip[0] = TM_MM_ACT_F32;
         }
 }
 

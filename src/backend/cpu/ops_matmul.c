@@ -16,6 +16,13 @@
  *   so an output's bits never depend on the batch. Error: about 1e-2 relative from
  *   the 8-bit activations for quantized weights; float weights stay within
  *   float rounding.
+ * - 16-bit activations (ip[0] = TM_MM_ACT16, tm_ctx_params.act_type): each column
+ *   is quantized to 8-bit blocks, then its rounding error (at most half a step per
+ *   element) is quantized again to 8-bit blocks of its own scale; the two are
+ *   adjacent activation columns of the same kernels, so a weight block is unpacked
+ *   once for both, and output = dot(first) + dot(residual). Error about 1e-4
+ *   relative (docs/accuracy.md: top-1 agreement of real models as the float path),
+ *   for about 1.3-1.8x the compute of 8-bit.
  * - Tiling for T > 1 (prefill): the N weight rows are cut into chunks of
  *   MM_TILE_N rows that threads claim dynamically (tm__cpu_chunk_claim: a
  *   thread the OS deschedules does not stall the node); a chunk walks the
@@ -48,7 +55,7 @@ void tm__cpu_set_use_ref(bool on) { atomic_store_explicit(&mm_use_ref, on, memor
  * (also taken for exact nodes, ip[0] = 1, whose activations must stay f32). */
 static tm_cpu_vec_kind mm_vec_kind(const tm_tensor *dst) {
     const tm_tensor *w = dst->src[0];
-    if (atomic_load_explicit(&mm_use_ref, memory_order_relaxed) || dst->ip[0] == 1)
+    if (atomic_load_explicit(&mm_use_ref, memory_order_relaxed) || dst->ip[0] == TM_MM_ACT_F32)
         return TM_CPU_VEC_NONE;
     tm_cpu_vec_kind k = tm__cpu_vec_kind(w->dtype);
     if ((k == TM_CPU_VEC_Q8_32 && w->ne[0] % TM_QK32 != 0) ||
@@ -60,14 +67,16 @@ static tm_cpu_vec_kind mm_vec_kind(const tm_tensor *dst) {
 size_t tm__cpu_mul_mat_scratch(const tm_tensor *dst) {
     const tm_tensor *w = dst->src[0];
     const int64_t    K = w->ne[0], T = tm_tensor_nrows(dst->src[1]);
-    size_t           s = (size_t)K * sizeof(float); /* one dequantized row */
-    tm_cpu_vec_kind  k = tm__cpu_vec_kind(w->dtype);
+    /* one f32 row or column, and the residual plane's output tile */
+    size_t          s = (size_t)K * sizeof(float) + MM_TILE_N * MM_TILE_T * sizeof(float);
+    tm_cpu_vec_kind k = tm__cpu_vec_kind(w->dtype);
+    const int64_t   TC = dst->ip[0] == TM_MM_ACT16 ? 2 * T : T; /* activation columns */
     /* room for the quantized columns whichever path runs (use_ref may change) */
     if ((k == TM_CPU_VEC_Q8_32 && K % TM_QK32 == 0) || (k == TM_CPU_VEC_Q8_K && K % TM_QKK == 0))
-        s += tm__cpu_vec_row_bytes(k, K) * (size_t)T;
+        s += tm__cpu_vec_row_bytes(k, K) * (size_t)TC;
     /* and for their four-column interleaved copy (tile dots) */
     if (k == TM_CPU_VEC_Q8_32 && K % TM_QK32 == 0)
-        s += (size_t)(T / 4) * (size_t)(K / TM_QK32) * sizeof(tm_q8_32x4);
+        s += (size_t)(TC / 4) * (size_t)(K / TM_QK32) * sizeof(tm_q8_32x4);
     return s;
 }
 
@@ -84,8 +93,58 @@ typedef struct mm_rows_args {
     size_t            xrow; /* bytes per activation column */
     char             *y;
     size_t            yrow; /* bytes per output column */
-    int64_t           K, T;
+    int64_t           K, T; /* T: activation columns (2 per output column with hi) */
+    bool              hi;   /* columns 2t, 2t + 1: output t's 8-bit blocks and residual */
+    float            *tmp;  /* with hi: MM_TILE_N x MM_TILE_T outputs, folded into y */
 } mm_rows_args;
+
+/* Dots of weight rows [m0, m1) x activation columns [t0, t1) into y, where y points
+ * at the output of (m0, t0) and columns are yrow bytes apart. */
+static void mm_tile(const mm_rows_args *a, int64_t m0, int64_t m1, int64_t t0, int64_t t1, char *y,
+                    size_t yrow) {
+    const char *x = a->x + (size_t)t0 * a->xrow;
+    int64_t     t = t0;
+    if (a->r4 != NULL) {
+        /* groups of 4 rows (4-aligned: chunks are multiples of MM_TILE_N): whole
+         * groups of 4 columns through the tile dot where there is one (t0 is a
+         * multiple of 4), the other columns through the four-row dot; a row
+         * outside a group uses the one-column dot */
+        const int64_t tg = a->t4 != NULL ? t0 + (t1 - t0) / 4 * 4 : t0;
+        const size_t  ys = yrow / sizeof(float);
+        int64_t       n = m0;
+        for (; n + 4 <= m1; n += 4) {
+            const char *wn = a->w + (size_t)n * a->wrow;
+            float      *yn = (float *)y + (n - m0);
+            if (tg > t0)
+                a->t4(a->K, yn, ys, wn, a->wrow, a->xi + (size_t)(t0 / 4) * a->xirow, a->xirow,
+                      (int)((tg - t0) / 4));
+            if (tg < t1)
+                a->r4(a->K, yn + (size_t)(tg - t0) * ys, ys, wn, a->wrow,
+                      x + (size_t)(tg - t0) * a->xrow, a->xrow, (int)(t1 - tg));
+        }
+        for (; n < m1; n++)
+            for (t = t0; t < t1; t++)
+                a->dot(a->K, (float *)(y + (size_t)(t - t0) * yrow) + (n - m0),
+                       a->w + (size_t)n * a->wrow, x + (size_t)(t - t0) * a->xrow);
+        return;
+    }
+    if (a->dot4 != NULL)
+        for (; t + 4 <= t1; t += 4) {
+            const void *xt = x + (size_t)(t - t0) * a->xrow;
+            for (int64_t n = m0; n < m1; n++) {
+                float s4[4];
+                a->dot4(a->K, s4, a->w + (size_t)n * a->wrow, xt, a->xrow);
+                for (int c = 0; c < 4; c++)
+                    ((float *)(y + (size_t)(t - t0 + c) * yrow))[n - m0] = s4[c];
+            }
+        }
+    for (; t < t1; t++) {
+        const void *xt = x + (size_t)(t - t0) * a->xrow;
+        float      *yt = (float *)(y + (size_t)(t - t0) * yrow);
+        for (int64_t n = m0; n < m1; n++)
+            a->dot(a->K, &yt[n - m0], a->w + (size_t)n * a->wrow, xt);
+    }
+}
 
 /* Outputs of weight rows [n0, n1) for every column, in tiles (see DESIGN). */
 static void mm_rows(const mm_rows_args *a, int64_t n0, int64_t n1) {
@@ -93,88 +152,105 @@ static void mm_rows(const mm_rows_args *a, int64_t n0, int64_t n1) {
         const int64_t m1 = m0 + MM_TILE_N < n1 ? m0 + MM_TILE_N : n1;
         for (int64_t t0 = 0; t0 < a->T; t0 += MM_TILE_T) {
             const int64_t t1 = t0 + MM_TILE_T < a->T ? t0 + MM_TILE_T : a->T;
-            int64_t       t = t0;
-            if (a->r4 != NULL) {
-                /* groups of 4 rows (4-aligned: chunks are multiples of MM_TILE_N): whole
-                 * groups of 4 columns through the tile dot where there is one (t0 is a
-                 * multiple of 4), the other columns through the four-row dot; a row
-                 * outside a group uses the one-column dot */
-                const int64_t tg = a->t4 != NULL ? t0 + (t1 - t0) / 4 * 4 : t0;
-                int64_t       n = m0;
-                for (; n + 4 <= m1; n += 4) {
-                    const char *wn = a->w + (size_t)n * a->wrow;
-                    if (tg > t0)
-                        a->t4(a->K, (float *)(a->y + (size_t)t0 * a->yrow) + n,
-                              a->yrow / sizeof(float), wn, a->wrow,
-                              a->xi + (size_t)(t0 / 4) * a->xirow, a->xirow, (int)((tg - t0) / 4));
-                    if (tg < t1)
-                        a->r4(a->K, (float *)(a->y + (size_t)tg * a->yrow) + n,
-                              a->yrow / sizeof(float), wn, a->wrow, a->x + (size_t)tg * a->xrow,
-                              a->xrow, (int)(t1 - tg));
-                }
-                for (; n < m1; n++)
-                    for (t = t0; t < t1; t++)
-                        a->dot(a->K, (float *)(a->y + (size_t)t * a->yrow) + n,
-                               a->w + (size_t)n * a->wrow, a->x + (size_t)t * a->xrow);
+            if (!a->hi) {
+                mm_tile(a, m0, m1, t0, t1, a->y + (size_t)t0 * a->yrow + (size_t)m0 * sizeof(float),
+                        a->yrow);
                 continue;
             }
-            if (a->dot4 != NULL)
-                for (; t + 4 <= t1; t += 4) {
-                    const void *xt = a->x + (size_t)t * a->xrow;
-                    for (int64_t n = m0; n < m1; n++) {
-                        float s4[4];
-                        a->dot4(a->K, s4, a->w + (size_t)n * a->wrow, xt, a->xrow);
-                        for (int c = 0; c < 4; c++)
-                            ((float *)(a->y + (size_t)(t + c) * a->yrow))[n] = s4[c];
-                    }
-                }
-            for (; t < t1; t++) {
-                const void *xt = a->x + (size_t)t * a->xrow;
-                float      *yt = (float *)(a->y + (size_t)t * a->yrow);
-                for (int64_t n = m0; n < m1; n++)
-                    a->dot(a->K, &yt[n], a->w + (size_t)n * a->wrow, xt);
+            /* both planes of each column in one pass over the weights (the kernels
+             * unpack a weight block once for all their columns), then summed */
+            mm_tile(a, m0, m1, t0, t1, (char *)a->tmp, MM_TILE_N * sizeof(float));
+            for (int64_t t = t0; t < t1; t += 2) {
+                float       *yt = (float *)(a->y + (size_t)(t / 2) * a->yrow) + m0;
+                const float *r = a->tmp + (size_t)(t - t0) * MM_TILE_N;
+                for (int64_t n = 0; n < m1 - m0; n++)
+                    yt[n] = r[n] + r[MM_TILE_N + n];
             }
         }
     }
+}
+
+/* In place: x -= the dequantized blocks q (x's 8-bit rounding error, at most half a
+ * step per element), so quantizing it again carries about 8 more bits. */
+static void mm_residual(float *x, const void *q, tm_cpu_vec_kind kind, int64_t K) {
+    if (kind == TM_CPU_VEC_Q8_32) {
+        const tm_q8_32 *b = q;
+        for (int64_t i = 0; i < K; i++)
+            x[i] -= b[i / TM_QK32].d * (float)b[i / TM_QK32].q[i % TM_QK32];
+    } else {
+        const tm_q8_k *b = q;
+        for (int64_t i = 0; i < K; i++)
+            x[i] -= b[i / TM_QKK].d * (float)b[i / TM_QKK].q[i % TM_QKK];
+    }
+}
+
+static void mm_quantize(const float *x, void *out, tm_cpu_vec_kind kind, int64_t K) {
+    if (kind == TM_CPU_VEC_Q8_32)
+        tm__cpu_quantize_q8_32(x, out, K);
+    else
+        tm__cpu_quantize_q8_k(x, out, K);
 }
 
 static void mm_mul_mat_dot(const tm_tensor *dst, tm_cpu_vec_kind kind, int ith, int nth,
                            void *scratch) {
     const tm_tensor *w = dst->src[0], *x = dst->src[1];
     const int64_t    K = w->ne[0], N = w->ne[1], T = tm_tensor_nrows(x);
+    const bool       hi = dst->ip[0] == TM_MM_ACT16 && kind != TM_CPU_VEC_F32;
+    const int64_t    TC = hi ? 2 * T : T; /* activation columns */
     tm_cpu_vec_dot   dot;
     tm_cpu_vec_dot4  dot4;
-    tm__cpu_mm_kernels(w->dtype, tm__cpu_isa(), T, &dot, &dot4);
-    const char *xq = x->data;
-    size_t      xrow = x->nb[1];
+    tm__cpu_mm_kernels(w->dtype, tm__cpu_isa(), TC, &dot, &dot4);
     TM_ASSERT(dot != NULL && x->dtype == TM_DTYPE_F32); /* graph builder invariant */
+    /* scratch (tm__cpu_mul_mat_scratch): one f32 column, the folding tile, the
+     * quantized columns, their interleaved groups */
+    float      *col = scratch;
+    float      *tmp = col + K;
+    char       *xq = (char *)(tmp + MM_TILE_N * MM_TILE_T);
+    const char *xa = x->data;
+    size_t      xrow = x->nb[1];
     if (kind != TM_CPU_VEC_F32) {
         xrow = tm__cpu_vec_row_bytes(kind, K);
         for (int64_t t = 0; t < T; t++) {
             const float *xt = (const float *)((const char *)x->data + (size_t)t * x->nb[1]);
-            void        *out = (char *)scratch + (size_t)t * xrow;
-            if (kind == TM_CPU_VEC_Q8_32)
-                tm__cpu_quantize_q8_32(xt, out, K);
-            else
-                tm__cpu_quantize_q8_k(xt, out, K);
+            char        *q0 = xq + (size_t)(hi ? 2 * t : t) * xrow;
+            mm_quantize(xt, q0, kind, K);
+            if (hi) {
+                memcpy(col, xt, (size_t)K * sizeof(float));
+                mm_residual(col, q0, kind, K);
+                mm_quantize(col, q0 + xrow, kind, K);
+            }
         }
-        xq = scratch;
+        xa = xq;
     }
     const tm_cpu_vec_dot_t4 t4 =
-        kind == TM_CPU_VEC_Q8_32 && T >= 4 ? tm__cpu_dot_t4_get(w->dtype, tm__cpu_isa()) : NULL;
+        kind == TM_CPU_VEC_Q8_32 && TC >= 4 ? tm__cpu_dot_t4_get(w->dtype, tm__cpu_isa()) : NULL;
     const size_t xirow = (size_t)(K / TM_QK32) * sizeof(tm_q8_32x4);
-    char        *xi = (char *)scratch + (size_t)T * xrow;
+    char        *xi = xq + (size_t)TC * xrow;
     if (t4 != NULL)
-        for (int64_t g = 0; g < T / 4; g++)
-            tm__cpu_q8_32_interleave4(xq + (size_t)(4 * g) * xrow, xrow, K / TM_QK32,
+        for (int64_t g = 0; g < TC / 4; g++)
+            tm__cpu_q8_32_interleave4(xa + (size_t)(4 * g) * xrow, xrow, K / TM_QK32,
                                       (tm_q8_32x4 *)(xi + (size_t)g * xirow));
     const tm_cpu_vec_dot_r4 r4 = tm__cpu_dot_r4_get(w->dtype, tm__cpu_isa());
     if (r4 != NULL) { /* rows outside a 4-row group: the same dot for every batch size */
         dot = tm__cpu_dot_get(w->dtype, tm__cpu_isa());
         dot4 = NULL;
     }
-    const mm_rows_args a = {t4,       xi, xirow, r4,        dot,        dot4, w->data,
-                            w->nb[1], xq, xrow,  dst->data, dst->nb[1], K,    T};
+    const mm_rows_args a = {.t4 = t4,
+                            .xi = xi,
+                            .xirow = xirow,
+                            .r4 = r4,
+                            .dot = dot,
+                            .dot4 = dot4,
+                            .w = w->data,
+                            .wrow = w->nb[1],
+                            .x = xa,
+                            .xrow = xrow,
+                            .y = dst->data,
+                            .yrow = dst->nb[1],
+                            .K = K,
+                            .T = TC,
+                            .hi = hi,
+                            .tmp = tmp};
     int64_t            c = tm__cpu_chunk_claim();
     if (c < 0) { /* no pool (single-node call): a fixed split */
         int64_t r0, r1;

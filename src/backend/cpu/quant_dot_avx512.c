@@ -240,6 +240,10 @@ __attribute__((always_inline)) AVX512 static inline void x5_r4_body(tm_dtype t, 
                             const void *x, size_t xs, int nc) {                                    \
         for (; nc >= 4; nc -= 4, s += 4 * ss, x = (const char *)x + 4 * xs)                        \
             x5_r4_body(T, 4, n, s, ss, w, ws, x, xs);                                              \
+        if (nc >= 2) { /* e.g. a column and its residual (16-bit activations) */                   \
+            x5_r4_body(T, 2, n, s, ss, w, ws, x, xs);                                              \
+            nc -= 2, s += 2 * ss, x = (const char *)x + 2 * xs;                                    \
+        }                                                                                          \
         for (; nc > 0; nc--, s += ss, x = (const char *)x + xs)                                    \
             x5_r4_body(T, 1, n, s, ss, w, ws, x, xs);                                              \
     }
@@ -442,6 +446,8 @@ __attribute__((always_inline)) AVX512 static inline void x5_k_row(tm_dtype t, in
                 x5_k_row(T, 8, n, s + (size_t)c * ss + r, ss, wr, (const char *)x + c * xs, xs);   \
             for (; c + 4 <= nc; c += 4)                                                            \
                 x5_k_row(T, 4, n, s + (size_t)c * ss + r, ss, wr, (const char *)x + c * xs, xs);   \
+            for (; c + 2 <= nc; c += 2)                                                            \
+                x5_k_row(T, 2, n, s + (size_t)c * ss + r, ss, wr, (const char *)x + c * xs, xs);   \
             for (; c < nc; c++)                                                                    \
                 x5_k_row(T, 1, n, s + (size_t)c * ss + r, ss, wr, (const char *)x + c * xs, xs);   \
         }                                                                                          \
