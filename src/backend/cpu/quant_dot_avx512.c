@@ -455,6 +455,74 @@ __attribute__((always_inline)) AVX512 static inline void x5_k_row(tm_dtype t, in
 X5_KR4(x5_r4_q4_k, TM_DTYPE_Q4_K)
 X5_KR4(x5_r4_q6_k, TM_DTYPE_Q6_K)
 
+/* ---- float weights (F16 / F32), four rows x columns ----------------------------------
+ * A register tile of 4 rows x up to 4 f32 activation columns: per 16 elements, 4 weight
+ * loads (F16 converted with vcvtph2ps), one load per column and 16 FMAs, so the FMA
+ * units rather than the loads set the pace (the one-row float dots do one FMA per
+ * activation load). Each (row, column) has its own 16-lane accumulator, reduced at the
+ * end, so its bits do not depend on how many columns a call takes. The tail of a row
+ * (n not a multiple of 16) is a masked, zero-filled load. The next row group is
+ * prefetched as in the quantized four-row dots. */
+__attribute__((always_inline)) AVX512 static inline void x5_f_r4_body(bool f16, int nc, int64_t n,
+                                                                      float *s, size_t ss,
+                                                                      const uint8_t *w, size_t ws,
+                                                                      const char *x, size_t xs) {
+    __m512       acc[4][4];
+    const size_t es = f16 ? 2 : 4; /* bytes per weight */
+    for (int r = 0; r < 4; r++)
+        for (int c = 0; c < nc; c++)
+            acc[r][c] = _mm512_setzero_ps();
+    const char *pf = (const char *)w + 4 * ws;
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        __m512          wv[4];
+        for (int r = 0; r < 4; r++) {
+            const uint8_t *wr = w + (size_t)r * ws + (size_t)i * es;
+            wv[r] = f16 ? _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, wr))
+                        : _mm512_maskz_loadu_ps(m, wr);
+            if ((i * (int64_t)es) % 64 == 0)
+                _mm_prefetch(pf + (size_t)r * ws + (size_t)i * es, _MM_HINT_T0);
+        }
+        for (int c = 0; c < nc; c++) {
+            const __m512 xv = _mm512_maskz_loadu_ps(m, x + (size_t)c * xs + (size_t)i * 4);
+            for (int r = 0; r < 4; r++)
+                acc[r][c] = _mm512_fmadd_ps(wv[r], xv, acc[r][c]);
+        }
+    }
+    for (int c = 0; c < nc; c++)
+        for (int r = 0; r < 4; r++)
+            s[(size_t)c * ss + r] = _mm512_reduce_add_ps(acc[r][c]);
+}
+
+/* One row x one column with the tile's accumulation (one 16-lane FMA chain, reduced at
+ * the end): the same bits as the tile, on one contiguous weight stream (decode: two or
+ * four concurrent row streams per thread measured slower here, docs/perf.md). */
+__attribute__((always_inline)) AVX512 static inline float
+x5_f_row1(bool f16, int64_t n, const uint8_t *w, const float *x) {
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        const __m512    wv = f16 ? _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, w + 2 * i))
+                                 : _mm512_maskz_loadu_ps(m, w + 4 * i);
+        acc = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m, x + i), acc);
+    }
+    return _mm512_reduce_add_ps(acc);
+}
+
+#define X5_FR4(name, F16)                                                                          \
+    AVX512 static void name(int64_t n, float *s, size_t ss, const void *w, size_t ws,              \
+                            const void *x, size_t xs, int nc) {                                    \
+        for (; nc >= 4; nc -= 4, s += 4 * ss, x = (const char *)x + 4 * xs)                        \
+            x5_f_r4_body(F16, 4, n, s, ss, w, ws, x, xs);                                          \
+        for (int r = 0; r < 4; r++) /* the last 0..3 columns: row by row */                        \
+            for (int c = 0; c < nc; c++)                                                           \
+                s[(size_t)c * ss + r] =                                                            \
+                    x5_f_row1(F16, n, (const uint8_t *)w + (size_t)r * ws,                         \
+                              (const float *)((const char *)x + (size_t)c * xs));                  \
+    }
+X5_FR4(x5_r4_f16, true)
+X5_FR4(x5_r4_f32, false)
+
 tm_cpu_vec_dot_r4 tm__cpu_dot_r4_avx512(tm_dtype t) {
     switch (t) {
     case TM_DTYPE_Q4_0: return x5_r4_q4_0;
@@ -462,6 +530,8 @@ tm_cpu_vec_dot_r4 tm__cpu_dot_r4_avx512(tm_dtype t) {
     case TM_DTYPE_Q8_0: return x5_r4_q8_0;
     case TM_DTYPE_Q4_K: return x5_r4_q4_k;
     case TM_DTYPE_Q6_K: return x5_r4_q6_k;
+    case TM_DTYPE_F16: return x5_r4_f16;
+    case TM_DTYPE_F32: return x5_r4_f32;
     default: return NULL;
     }
 }
