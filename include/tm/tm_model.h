@@ -101,17 +101,39 @@ const char *tm_model_arch(const tm_model *model); /* owned by model */
 const tm_gguf *tm_model_gguf(const tm_model *model);
 
 /* ---- context ------------------------------------------------------------------ */
+
+/* Activation precision of the matmuls with quantized weights (tm_ctx_params.act_type;
+ * float weights always run in float). Names: "q8", "q16", "f32". */
+typedef enum tm_act_type {
+    /* q8: activations quantized to 8-bit blocks, integer dots (as llama.cpp); fastest */
+    TM_ACT_Q8 = 0,
+    /* q16: the 8-bit blocks plus their 8-bit residual, about 1e-4 relative error; matches
+     * a float reference's top-1 on real models at ~1.3x decode / ~1.8x prefill time */
+    TM_ACT_Q16 = 1,
+    /* f32: float activations, weights dequantized row by row: equal to a float reference
+     * (transformers) up to float rounding; slowest */
+    TM_ACT_F32 = 2,
+} tm_act_type;
+
+/* The default of tm_ctx_params, tm_sched_params and tm_server_params (this one place). */
+#define TM_ACT_DEFAULT TM_ACT_Q8
+
+/* "q8" / "q16" / "f32" (any case) to *out; TM_ERR_INVALID naming the allowed values for
+ * anything else (NULL included), *out unchanged then. */
+tm_status tm_act_type_from_name(const char *s, tm_act_type *out);
+/* "q8", "q16" or "f32"; "?" for a value outside the enum. Static storage. */
+const char *tm_act_type_name(tm_act_type t);
+
 typedef struct tm_ctx_params {
     int32_t  n_ctx;      /* positions one sequence may hold; 0 = min(n_ctx_train, 2048) */
     int32_t  n_batch;    /* most tokens per decode call; 0 = min(n_ctx, 128) */
     int32_t  n_threads;  /* compute threads; 0 = online CPUs */
     tm_dtype kv_dtype;   /* TM_DTYPE_F16 (default) or TM_DTYPE_F32; docs/decisions.md */
     bool     logits_all; /* logits for every token of a batch, not just the last */
-    /* Every matmul in float: quantized weights are dequantized row by row and activations
-     * stay f32, so results equal a float reference (transformers) up to rounding. Default
-     * false: activations are quantized to 8-bit blocks for integer dots (as llama.cpp),
-     * several times faster; docs/accuracy.md measures the difference. */
-    bool exact_matmul;
+    /* Activation precision of every matmul with quantized weights; default TM_ACT_DEFAULT
+     * (q8). TM_ACT_F32 gives a float reference's results up to rounding; docs/accuracy.md
+     * measures the difference. */
+    tm_act_type act_type;
     /* Multi-sequence contexts (tm_ctx_decode_batch); the defaults give one sequence. */
     int32_t n_seq_max;     /* sequence ids 0 .. n_seq_max - 1; 0 = 1 */
     int32_t kv_block_size; /* positions per KV block, a power of two; 0 = 16 */

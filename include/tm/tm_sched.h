@@ -52,10 +52,11 @@ typedef struct tm_sched_params {
     tm_sched_wakeup_fn wakeup;      /* optional: new output for some request */
     void              *wakeup_user;
     /* KV pool (paged, shared by all sequences; docs/scheduler.md) */
-    int32_t  n_kv_blocks;     /* blocks; 0 = n_parallel * ceil(n_ctx / kv_block_size) */
-    int32_t  kv_block_size;   /* positions per block, a power of two; 0 = 16 */
-    tm_dtype kv_dtype;        /* cache element type: TM_DTYPE_F16 (default) or TM_DTYPE_F32 */
-    bool     no_prefix_cache; /* true: never reuse cached prompt blocks */
+    int32_t     n_kv_blocks;     /* blocks; 0 = n_parallel * ceil(n_ctx / kv_block_size) */
+    int32_t     kv_block_size;   /* positions per block, a power of two; 0 = 16 */
+    tm_dtype    kv_dtype;        /* cache element type: TM_DTYPE_F16 (default) or TM_DTYPE_F32 */
+    tm_act_type act_type;        /* matmul activation precision; default TM_ACT_DEFAULT */
+    bool        no_prefix_cache; /* true: never reuse cached prompt blocks */
     /* Logits rows one step may spend on prompt log-probabilities (requests with
      * n_prompt_logprobs >= 0 prefill at most this many tokens per step): the
      * context reserves n_parallel + this many rows (n_vocab floats each, capped at

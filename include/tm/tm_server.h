@@ -48,6 +48,8 @@ typedef struct tm_server_params {
     int32_t  n_threads;               /* compute threads; 0 = online CPUs */
     tm_dtype kv_dtype;                /* KV cache of every context (generation, embeddings):
                                          TM_DTYPE_F16 (default) or TM_DTYPE_F32 */
+    tm_act_type act_type;             /* matmul activation precision of every context;
+                                         default TM_ACT_DEFAULT (tm_model.h) */
     int32_t max_queue;                /* waiting requests before 429; default 64 */
     size_t  max_body_bytes;           /* request body cap (413 above); default 8 MiB */
     bool    quiet;                    /* no per-request log lines */

@@ -21,6 +21,7 @@
  *   same order whatever the layout, so the results are bit-identical to the
  *   former contiguous cache.
  */
+#include <ctype.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -54,9 +55,34 @@ tm_ctx_params tm_ctx_params_default(void) {
                            .n_threads = 0,
                            .kv_dtype = TM_DTYPE_F16,
                            .logits_all = false,
+                           .act_type = TM_ACT_DEFAULT,
                            .n_seq_max = 0,
                            .kv_block_size = 0,
                            .n_kv_blocks = 0};
+}
+
+static const char *const ctx_act_names[] = {
+    [TM_ACT_Q8] = "q8", [TM_ACT_Q16] = "q16", [TM_ACT_F32] = "f32"};
+#define CTX_N_ACT ((int)(sizeof ctx_act_names / sizeof ctx_act_names[0]))
+
+/* Names match in any case, as tm_dtype_from_name's ("F32" as "f32"). */
+tm_status tm_act_type_from_name(const char *s, tm_act_type *out) {
+    for (int i = 0; s != NULL && i < CTX_N_ACT; i++) {
+        const char *n = ctx_act_names[i];
+        size_t      k = 0;
+        while (n[k] != '\0' && tolower((unsigned char)s[k]) == n[k])
+            k++;
+        if (n[k] == '\0' && s[k] == '\0') {
+            *out = (tm_act_type)i;
+            return TM_OK;
+        }
+    }
+    return tm_fail(TM_ERR_INVALID, "activation type must be q8, q16 or f32, not '%.60s'",
+                   s != NULL ? s : "(null)");
+}
+
+const char *tm_act_type_name(tm_act_type t) {
+    return (int)t >= 0 && (int)t < CTX_N_ACT ? ctx_act_names[t] : "?";
 }
 
 void tm_ctx_free(tm_ctx *c) {
@@ -97,12 +123,17 @@ static void ctx_build(tm_ctx *c, int32_t n_tokens, int32_t n_out, int32_t *out_i
                           .n_out = n_out,
                           .out_ids = out_ids};
     tm__graph_build(c->model, c->graph, &bp, logits);
-    if (c->p.exact_matmul) /* float activations everywhere (see tm_ctx_params) */
-        for (int32_t i = 0; i < tm_graph_n_nodes(c->graph); i++) {
-            tm_tensor *t = tm_graph_node(c->graph, i);
-            if (t->op == TM_OP_MUL_MAT)
-                t->ip[0] = TM_MM_ACT_F32;
-        }
+    /* The builder leaves every matmul at TM_MM_ACT8; act_type (see tm_ctx_params) picks the
+     * precision of all of them. The two enums differ on purpose: tm_act_type is public and
+     * ordered by cost, tm_mm_act is the kernels' node parameter. */
+    if (c->p.act_type == TM_ACT_Q8)
+        return;
+    const int32_t act = c->p.act_type == TM_ACT_Q16 ? TM_MM_ACT16 : TM_MM_ACT_F32;
+    for (int32_t i = 0; i < tm_graph_n_nodes(c->graph); i++) {
+        tm_tensor *t = tm_graph_node(c->graph, i);
+        if (t->op == TM_OP_MUL_MAT)
+            t->ip[0] = act;
+    }
 }
 
 tm_status tm_ctx_init(const tm_model *model, const tm_ctx_params *params, tm_ctx **out) {
@@ -149,6 +180,10 @@ tm_status tm_ctx_init(const tm_model *model, const tm_ctx_params *params, tm_ctx
     if (p.kv_dtype != TM_DTYPE_F32 && p.kv_dtype != TM_DTYPE_F16)
         return tm_fail(TM_ERR_INVALID, "ctx: KV cache dtype must be f32 or f16, not %s",
                        tm_dtype_name(p.kv_dtype));
+    if ((int)p.act_type < 0 || (int)p.act_type >= CTX_N_ACT)
+        return tm_fail(TM_ERR_INVALID,
+                       "ctx: act_type %d is not TM_ACT_Q8 (0), TM_ACT_Q16 (1) or TM_ACT_F32 (2)",
+                       (int)p.act_type);
 
     tm_ctx *c = tm_calloc(1, sizeof *c);
     if (c == NULL)

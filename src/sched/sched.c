@@ -138,8 +138,11 @@ static double sched_now(void) {
 }
 
 tm_sched_params tm_sched_params_default(void) {
-    return (tm_sched_params){
-        .n_parallel = 1, .n_batch = 128, .max_queue = 64, .kv_dtype = TM_DTYPE_F16};
+    return (tm_sched_params){.n_parallel = 1,
+                             .n_batch = 128,
+                             .max_queue = 64,
+                             .kv_dtype = TM_DTYPE_F16,
+                             .act_type = TM_ACT_DEFAULT};
 }
 
 tm_gen_params tm_gen_params_default(void) {
@@ -927,6 +930,7 @@ tm_status tm_sched_init(const tm_sched_params *params, tm_sched **out) {
     cp.kv_block_size = params->kv_block_size;
     cp.n_kv_blocks = params->n_kv_blocks;
     cp.kv_dtype = params->kv_dtype;
+    cp.act_type = params->act_type;
     const int64_t n_out = (int64_t)params->n_parallel + s->n_plp_rows;
     cp.n_out_max = n_out < s->n_cap ? (int32_t)n_out : s->n_cap;
     if ((st = tm_ctx_init(params->model, &cp, &s->ctx)) != TM_OK)

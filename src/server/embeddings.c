@@ -214,6 +214,7 @@ tm_status tm__emb_load(tm_server *srv) {
     tm_ctx_params cp = tm_ctx_params_default();
     cp.n_threads = srv->p.n_threads;
     cp.kv_dtype = srv->p.kv_dtype;
+    cp.act_type = srv->p.act_type;
     cp.n_ctx = hp->n_ctx_train > 0 && hp->n_ctx_train < 512 ? hp->n_ctx_train : 512;
     cp.n_batch = cp.n_ctx;
     TM_TRY(tm_ctx_init(srv->emb_model, &cp, &srv->emb_ctx));

@@ -57,7 +57,8 @@ tm_server_params tm_server_params_default(void) {
                               .max_queue = 64,
                               .max_stored_responses = 256,
                               .max_body_bytes = 8u << 20,
-                              .kv_dtype = TM_DTYPE_F16};
+                              .kv_dtype = TM_DTYPE_F16,
+                              .act_type = TM_ACT_DEFAULT};
 }
 
 /* ---- transactions ------------------------------------------------------------------ */
@@ -238,6 +239,7 @@ static void *srv_loader_main(void *arg) {
         sp.n_batch = srv->p.n_batch;
         sp.n_threads = srv->p.n_threads;
         sp.kv_dtype = srv->p.kv_dtype;
+        sp.act_type = srv->p.act_type;
         sp.max_queue = srv->p.max_queue;
         sp.wakeup = srv_wakeup;
         sp.wakeup_user = srv;

@@ -365,6 +365,64 @@ TEST(kv_dtype_default_f16_and_checked) {
     tm_model_free(m);
 }
 
+/* Matmul activation precision: names round-trip (any case), anything else is refused by
+ * listing the allowed names; q8 is the default of the context, scheduler and server alike
+ * (TM_ACT_DEFAULT); tm_ctx_init refuses a value outside the enum and accepts each one. */
+TEST(act_type_names_default_and_checked) {
+    const tm_act_type all[] = {TM_ACT_Q8, TM_ACT_Q16, TM_ACT_F32};
+    const char       *names[] = {"q8", "q16", "f32"};
+    for (size_t i = 0; i < 3; i++) {
+        tm_act_type t = (tm_act_type)-1;
+        EXPECT_EQ_STR(tm_act_type_name(all[i]), names[i]);
+        EXPECT_OK(tm_act_type_from_name(names[i], &t));
+        EXPECT_EQ_INT(t, all[i]);
+        t = (tm_act_type)-1;
+        EXPECT_OK(tm_act_type_from_name(i == 1 ? "Q16" : i == 2 ? "F32" : "Q8", &t));
+        EXPECT_EQ_INT(t, all[i]);
+    }
+    const char *bad[] = {"q4", "", "q", "q8 ", "q16x", "f16", "fp32", "8", NULL};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        tm_act_type t = TM_ACT_F32;
+        EXPECT_EQ_INT(tm_act_type_from_name(bad[i], &t), TM_ERR_INVALID);
+        EXPECT_EQ_INT(t, TM_ACT_F32); /* untouched on failure */
+        EXPECT_TRUE(strstr(tm_last_error(), "q8, q16 or f32") != NULL);
+    }
+    EXPECT_EQ_STR(tm_act_type_name((tm_act_type)3), "?");
+    EXPECT_EQ_STR(tm_act_type_name((tm_act_type)-1), "?");
+    EXPECT_EQ_INT(TM_ACT_DEFAULT, TM_ACT_Q8);
+    EXPECT_EQ_INT(tm_ctx_params_default().act_type, TM_ACT_DEFAULT);
+    EXPECT_EQ_INT(tm_sched_params_default().act_type, TM_ACT_DEFAULT);
+    EXPECT_EQ_INT(tm_server_params_default().act_type, TM_ACT_DEFAULT);
+
+    tm_model_params mp = tm_model_params_default();
+    mp.path = GOLDEN_DIR "llama.gguf";
+    tm_model *m = NULL;
+    ASSERT_OK(tm_model_load(&mp, &m));
+    const int bad_vals[] = {-1, 3, 100};
+    for (size_t i = 0; i < sizeof bad_vals / sizeof bad_vals[0]; i++) {
+        tm_ctx_params cp = tm_ctx_params_default();
+        cp.n_ctx = 16;
+        cp.n_threads = 1;
+        cp.act_type = (tm_act_type)bad_vals[i];
+        tm_ctx *ctx = NULL;
+        EXPECT_EQ_INT(tm_ctx_init(m, &cp, &ctx), TM_ERR_INVALID);
+        EXPECT_TRUE(ctx == NULL);
+        EXPECT_TRUE(strstr(tm_last_error(), "act_type") != NULL);
+    }
+    const int32_t ids[4] = {1, 17, 42, 99};
+    for (size_t i = 0; i < 3; i++) {
+        tm_ctx_params cp = tm_ctx_params_default();
+        cp.n_ctx = 16;
+        cp.n_threads = 1;
+        cp.act_type = all[i];
+        tm_ctx *ctx = NULL;
+        ASSERT_OK(tm_ctx_init(m, &cp, &ctx));
+        EXPECT_OK(tm_ctx_decode(ctx, ids, 4));
+        tm_ctx_free(ctx);
+    }
+    tm_model_free(m);
+}
+
 /* A prompt longer than the context is refused with both numbers. */
 TEST(prompt_longer_than_context) {
     tm_model_params mp = tm_model_params_default();

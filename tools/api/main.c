@@ -52,6 +52,9 @@ static void usage(FILE *f) {
                "  --threads N          compute threads (default: online CPUs)\n"
                "  --kv-type f16|f32    KV cache precision (default f16; f32 stores K and V\n"
                "                       unrounded, at twice the memory); also --kv-f16, --kv-f32\n"
+               "  --act-type q8|q16|f32\n"
+               "                       activation precision in matmuls (default q8; q16 ~1e-4\n"
+               "                       error, matches a float reference; f32 exact, slowest)\n"
                "  --max-body-bytes N   request body cap, 413 above (default 8388608)\n"
                "  --quiet              no per-request log lines\n"
                "  -h, --help           this text\n");
@@ -136,6 +139,12 @@ int main(int argc, char **argv) {
                 return 2;
             }
             sp.kv_dtype = t;
+        } else if (!strcmp(a, "--act-type")) {
+            if (tm_act_type_from_name(val, &sp.act_type) != TM_OK) {
+                fprintf(stderr, "tensor-mesh-api: --act-type needs q8, q16 or f32, got '%s'\n",
+                        val);
+                return 2;
+            }
         } else {
             fprintf(stderr, "tensor-mesh-api: unknown option '%s'\n\n", a);
             usage(stderr);

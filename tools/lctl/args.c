@@ -1,7 +1,8 @@
 /*
  * args.c - small helpers shared by the lctl subcommands: checked number parsing,
- * token id lists, the KV cache options and a monotonic clock. Every value from the
- * command line is validated here before use; errors name the command and the option.
+ * token id lists, the KV cache and matmul activation options and a monotonic clock.
+ * Every value from the command line is validated here before use; errors name the
+ * command and the option.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -12,6 +13,7 @@
 
 #include "lctl.h"
 #include "tm/tm_dtype.h"
+#include "tm/tm_model.h"
 #include "tm/tm_status.h"
 
 double lctl_now(void) {
@@ -93,5 +95,23 @@ int lctl_parse_kv_option(const char *cmd, const char *a, const char *val, tm_dty
         return -1;
     }
     *kv = t;
+    return 2;
+}
+
+int lctl_parse_act_option(const char *cmd, const char *a, const char *val, tm_act_type *act) {
+    if (!strcmp(a, "--exact")) { /* docs/accuracy.md and older scripts use this name */
+        *act = TM_ACT_F32;
+        return 1;
+    }
+    if (strcmp(a, "--act-type") != 0)
+        return 0;
+    if (val == NULL) {
+        fprintf(stderr, "%s: --act-type needs a value (q8, q16 or f32)\n", cmd);
+        return -1;
+    }
+    if (tm_act_type_from_name(val, act) != TM_OK) {
+        fprintf(stderr, "%s: --act-type needs q8, q16 or f32, got '%s'\n", cmd, val);
+        return -1;
+    }
     return 2;
 }

@@ -18,7 +18,8 @@
 #include "tm/tm_model.h"
 
 static void bench_usage(FILE *f) {
-    fprintf(f, "usage: lctl bench MODEL [-t T] [-p NP] [-n NG] [-r R] [--kv-type f16|f32]\n\n"
+    fprintf(f, "usage: lctl bench MODEL [-t T] [-p NP] [-n NG] [-r R] [--kv-type f16|f32]\n"
+               "                  [--act-type q8|q16|f32]\n\n"
                "Measures CPU prompt processing (NP tokens in one batch) and generation (NG\n"
                "tokens, one per step) on MODEL, each from an empty context, as llama-bench\n"
                "does. Prints the median of R repetitions after one warm-up run, then the line\n"
@@ -30,6 +31,10 @@ static void bench_usage(FILE *f) {
                "  -r, --repetitions R  timed repetitions (default 3)\n"
                "  --kv-type f16|f32    KV cache precision (default f16, as llama-bench's default\n"
                "                       -ctk/-ctv f16); also --kv-f16, --kv-f32\n"
+               "  --act-type q8|q16|f32\n"
+               "                       activation precision in matmuls (default q8, as\n"
+               "                       llama.cpp; q16 ~1e-4 error, matches a float reference;\n"
+               "                       f32 exact, slowest); also --exact (= f32)\n"
                "  -h, --help           this text\n\n"
                "TM_CPU_REF=1 in the environment selects the plain C reference dot kernels.\n");
 }
@@ -81,14 +86,17 @@ int lctl_bench(int argc, char **argv) {
     const char *model_path = NULL;
     long        n_threads = 0, n_prompt = 128, n_gen = 64, reps = 3;
     tm_dtype    kv = tm_ctx_params_default().kv_dtype;
+    tm_act_type act = tm_ctx_params_default().act_type;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
         long       *dst = NULL, lo = 0, hi = 1 << 16;
-        int         n_kv = lctl_parse_kv_option("lctl bench", a, val, &kv);
-        if (n_kv != 0) {
-            if (n_kv < 0)
+        int         n_opt = lctl_parse_kv_option("lctl bench", a, val, &kv);
+        if (n_opt == 0)
+            n_opt = lctl_parse_act_option("lctl bench", a, val, &act);
+        if (n_opt != 0) {
+            if (n_opt < 0)
                 return 2;
-            i += n_kv - 1;
+            i += n_opt - 1;
             continue;
         }
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -145,6 +153,7 @@ int lctl_bench(int argc, char **argv) {
     cp.n_ctx = (int32_t)(n_max < 16 ? 16 : n_max);
     cp.n_batch = (int32_t)(n_prompt > 0 ? n_prompt : 1);
     cp.kv_dtype = kv;
+    cp.act_type = act;
     if (tm_ctx_init(model, &cp, &ctx) != TM_OK) {
         fprintf(stderr, "lctl bench: %s\n", tm_last_error());
         goto done;
@@ -168,6 +177,7 @@ int lctl_bench(int argc, char **argv) {
     else
         printf("threads: online CPUs, repetitions: %ld\n", reps);
     printf("kv cache: %s\n", tm_dtype_name(kv));
+    printf("activations: %s\n", tm_act_type_name(act));
     printf("%-8s %8s %14s %14s\n", "test", "tokens", "tokens/s", "ms/token");
     double pp = 0, tg = 0, tmp;
     for (int phase = 0; phase < 2; phase++) {

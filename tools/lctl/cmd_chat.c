@@ -40,6 +40,10 @@ static void chat_usage(FILE *f) {
                "  --seed S             sampling seed\n"
                "  --kv-type f16|f32    KV cache precision (default f16; f32 stores K and V\n"
                "                       unrounded, at twice the memory); also --kv-f16, --kv-f32\n"
+               "  --act-type q8|q16|f32\n"
+               "                       activation precision in matmuls (default q8; q16 ~1e-4\n"
+               "                       error, matches a float reference; f32 exact, slowest);\n"
+               "                       also --exact (= f32)\n"
                "  -h, --help           this text\n");
 }
 
@@ -185,6 +189,7 @@ int lctl_chat(int argc, char **argv) {
     const char       *model_path = NULL, *system = NULL, *tmpl_file = NULL, *builtin = NULL;
     long              n_predict = 512, n_threads = 0, n_ctx = 0;
     tm_dtype          kv = tm_ctx_params_default().kv_dtype;
+    tm_act_type       act = tm_ctx_params_default().act_type;
     tm_sampler_params sp = tm_sampler_params_default();
     sp.temp = 0.7f;
     sp.top_k = 40;
@@ -201,11 +206,13 @@ int lctl_chat(int argc, char **argv) {
             chat_usage(stdout);
             return 0;
         }
-        int n_kv = lctl_parse_kv_option("lctl chat", a, val, &kv);
-        if (n_kv != 0) {
-            if (n_kv < 0)
+        int n_opt = lctl_parse_kv_option("lctl chat", a, val, &kv);
+        if (n_opt == 0)
+            n_opt = lctl_parse_act_option("lctl chat", a, val, &act);
+        if (n_opt != 0) {
+            if (n_opt < 0)
                 return 2;
-            i += n_kv - 1;
+            i += n_opt - 1;
             continue;
         }
         if (takes && val == NULL) {
@@ -313,6 +320,7 @@ int lctl_chat(int argc, char **argv) {
     cp.n_ctx = n_ctx ? (int32_t)n_ctx : (hp->n_ctx_train < 4096 ? hp->n_ctx_train : 4096);
     cp.n_batch = 64;
     cp.kv_dtype = kv;
+    cp.act_type = act;
     if (tm_ctx_init(s.model, &cp, &s.ctx) != TM_OK ||
         tm_sampler_init(&sp, hp->n_vocab, &s.smp) != TM_OK)
         goto fail;

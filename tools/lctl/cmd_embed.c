@@ -25,6 +25,10 @@ static void embed_usage(FILE *f) {
                "  -t, --threads N    compute threads (default: online CPUs)\n"
                "  --kv-type f16|f32  KV cache precision (default f16; f32 stores K and V\n"
                "                     unrounded); also --kv-f16, --kv-f32\n"
+               "  --act-type q8|q16|f32\n"
+               "                     activation precision in matmuls (default q8; q16 ~1e-4\n"
+               "                     error, matches a float reference; f32 exact, slowest);\n"
+               "                     also --exact (= f32)\n"
                "  -h, --help         this text\n");
 }
 
@@ -34,14 +38,17 @@ int lctl_embed(int argc, char **argv) {
     bool        is_ids[64]; /* texts[i] is a token id list (--ids) */
     int         n_texts = 0, n_threads = 0, n_words = 0;
     tm_dtype    kv = tm_ctx_params_default().kv_dtype;
+    tm_act_type act = tm_ctx_params_default().act_type;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *val = i + 1 < argc ? argv[i + 1] : NULL;
-        int         n_kv = lctl_parse_kv_option("lctl embed", a, val, &kv);
-        if (n_kv != 0) {
-            if (n_kv < 0)
+        int         n_opt = lctl_parse_kv_option("lctl embed", a, val, &kv);
+        if (n_opt == 0)
+            n_opt = lctl_parse_act_option("lctl embed", a, val, &act);
+        if (n_opt != 0) {
+            if (n_opt < 0)
                 return 2;
-            i += n_kv - 1;
+            i += n_opt - 1;
             continue;
         }
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -104,6 +111,7 @@ int lctl_embed(int argc, char **argv) {
     cp.n_ctx = hp->n_ctx_train < 512 ? hp->n_ctx_train : 512;
     cp.n_batch = cp.n_ctx;
     cp.kv_dtype = kv;
+    cp.act_type = act;
     v = tm_calloc((size_t)n_out, sizeof *v);
     if (v == NULL || tm_ctx_init(model, &cp, &ctx) != TM_OK)
         goto fail;

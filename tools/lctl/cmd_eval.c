@@ -43,8 +43,10 @@ static void eval_usage(FILE *f) {
             "  -t, --threads N     compute threads (default: online CPUs)\n"
             "  --kv-type f16|f32   KV cache precision (default f16; f32 stores K and V\n"
             "                      unrounded, at twice the memory); also --kv-f16, --kv-f32\n"
-            "  --exact             float activations in every matmul (slower; matches a\n"
-            "                      float reference such as transformers, docs/accuracy.md)\n"
+            "  --act-type q8|q16|f32\n"
+            "                      activation precision in matmuls (default q8; q16 ~1e-4\n"
+            "                      error, matches a float reference; f32 exact, slowest);\n"
+            "                      also --exact (= f32, docs/accuracy.md)\n"
             "  --tokenizer PATH    tokenizer for --file (default: the GGUF's own)\n"
             "  --top1-out FILE     write the top-1 (argmax) id of every scored position, one\n"
             "                      per line\n"
@@ -77,9 +79,9 @@ int lctl_eval(int argc, char **argv) {
     const char *model_path = NULL, *text_path = NULL, *ids_path = NULL, *tok_path = NULL;
     const char *top1_path = NULL, *logits_path = NULL;
     long        n_tokens = 0, n_ctx = 0, n_batch = 0, n_threads = 0, top_k = 5;
-    bool        exact = false;
     tm_dtype    kv = tm_ctx_params_default().kv_dtype;
-    int         n_kv;
+    tm_act_type act = tm_ctx_params_default().act_type;
+    int         n_kv, n_act;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *val = i + 1 < argc ? argv[i + 1] : NULL;
@@ -131,8 +133,10 @@ int lctl_eval(int argc, char **argv) {
             if (n_kv < 0)
                 return 2;
             i += n_kv - 1;
-        } else if (!strcmp(a, "--exact")) {
-            exact = true;
+        } else if ((n_act = lctl_parse_act_option("lctl eval", a, val, &act)) != 0) {
+            if (n_act < 0)
+                return 2;
+            i += n_act - 1;
         } else if (a[0] == '-') {
             fprintf(stderr, "lctl eval: unknown option '%s'\n\n", a);
             eval_usage(stderr);
@@ -221,7 +225,7 @@ int lctl_eval(int argc, char **argv) {
     cp.n_threads = (int32_t)n_threads;
     cp.logits_all = true;
     cp.kv_dtype = kv;
-    cp.exact_matmul = exact;
+    cp.act_type = act;
     if (tm_ctx_init(model, &cp, &ctx) != TM_OK) {
         fprintf(stderr, "lctl eval: %s\n", tm_last_error());
         goto done;

@@ -44,8 +44,9 @@ static void run_usage(FILE *f) {
             "  --print-ids            print generated token ids instead of text\n"
             "  --kv-type f16|f32      KV cache precision (default f16; f32 stores K and V\n"
             "                         unrounded, at twice the memory); also --kv-f16, --kv-f32\n"
-            "  --exact                float activations in every matmul (slower; matches a\n"
-            "                         float reference such as transformers, docs/accuracy.md)\n"
+            "  --act-type q8|q16|f32  activation precision in matmuls (default q8; q16 ~1e-4\n"
+            "                         error, matches a float reference; f32 exact, slowest);\n"
+            "                         also --exact (= f32, docs/accuracy.md)\n"
             "  --ignore-eos           keep generating past end-of-sequence\n"
             "  -h, --help             this text\n");
 }
@@ -54,9 +55,10 @@ int lctl_run(int argc, char **argv) {
     const char       *model_path = NULL, *prompt = NULL, *ids_arg = NULL, *tok_path = NULL;
     const char       *recipe = NULL;
     double            n_predict = 128, n_threads = 0, n_ctx = 0, v;
-    bool              print_ids = false, exact = false, ignore_eos = false;
+    bool              print_ids = false, ignore_eos = false;
     tm_dtype          kv = tm_ctx_params_default().kv_dtype;
-    int               n_kv;
+    tm_act_type       act = tm_ctx_params_default().act_type;
+    int               n_kv, n_act;
     tm_sampler_params sp = tm_sampler_params_default();
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -120,8 +122,10 @@ int lctl_run(int argc, char **argv) {
             if (n_kv < 0)
                 return 2;
             i += n_kv - 1;
-        } else if (!strcmp(a, "--exact")) {
-            exact = true;
+        } else if ((n_act = lctl_parse_act_option("lctl run", a, val, &act)) != 0) {
+            if (n_act < 0)
+                return 2;
+            i += n_act - 1;
         } else if (!strcmp(a, "--ignore-eos")) {
             ignore_eos = true;
         } else if (a[0] == '-') {
@@ -206,7 +210,7 @@ int lctl_run(int argc, char **argv) {
         cp.n_ctx = (int32_t)(want < lim ? (want < 16 ? 16 : want) : lim);
     }
     cp.kv_dtype = kv;
-    cp.exact_matmul = exact;
+    cp.act_type = act;
     if (tm_ctx_init(model, &cp, &ctx) != TM_OK ||
         tm_sampler_init(&sp, hp->n_vocab, &smp) != TM_OK) {
         fprintf(stderr, "lctl run: %s\n", tm_last_error());

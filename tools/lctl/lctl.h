@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "tm/tm_dtype.h"
+#include "tm/tm_model.h"
 
 typedef struct lctl_cmd {
     const char *name;
@@ -45,6 +46,12 @@ int    lctl_parse_ids(const char *cmd, const char *what, const char *s, int32_t 
  * (1 or 2) after storing the type in *kv, 0 when a is not a KV option, or -1 after
  * printing "cmd: --kv-type needs f16 or f32, got 'x'" (a usage error: exit code 2). */
 int lctl_parse_kv_option(const char *cmd, const char *a, const char *val, tm_dtype *kv);
+
+/* args.c: the matmul activation option of the same commands: "--act-type q8|q16|f32" (any
+ * case) and its alias "--exact" (= f32; the default: tm_ctx_params_default). Same contract
+ * as lctl_parse_kv_option: returns 1 or 2 after storing *act, 0 when a is not this option,
+ * or -1 after printing "cmd: --act-type needs q8, q16 or f32, got 'x'" (exit code 2). */
+int lctl_parse_act_option(const char *cmd, const char *a, const char *val, tm_act_type *act);
 
 /* The default model's path, or NULL after printing (as prog) how to fetch it. */
 const char *lctl_default_model(const char *prog);
