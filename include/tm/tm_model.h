@@ -88,6 +88,10 @@ tm_model_params tm_model_params_default(void);
  * unsupported dtype, bad hyperparameter. *out stays NULL on failure. */
 tm_status tm_model_load(const tm_model_params *params, tm_model **out);
 void      tm_model_free(tm_model *model); /* NULL is a no-op */
+/* Maps in every weight's pages now (tm_mem_prefault), so the first forward pass does
+ * not pay the page-table faults (what llama.cpp's MAP_POPULATE does at load). The
+ * server calls it before it reports the model ready; one-shot commands need not. */
+void tm_model_prefault(const tm_model *model);
 
 /* Parses and validates a JSON recipe without loading weights (lctl, fuzzing):
  * TM_ERR_FORMAT naming the key on any error. */

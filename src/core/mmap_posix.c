@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -40,6 +41,24 @@ tm_status tm_mmap_open(const char *path, tm_mmap *out) {
     out->data = p;
     out->size = (size_t)sb.st_size;
     return TM_OK;
+}
+
+void tm_mem_prefault(const void *p, size_t n) {
+    if (p == NULL || n == 0)
+        return;
+    const long      ps = sysconf(_SC_PAGESIZE);
+    const size_t    page = ps > 0 ? (size_t)ps : 4096;
+    const uintptr_t b = (uintptr_t)p / page * page, e = (uintptr_t)p + n;
+#ifdef MADV_POPULATE_READ
+    if (madvise((void *)b, e - b, MADV_POPULATE_READ) == 0)
+        return;
+#endif
+    /* older kernels (EINVAL): touch one byte per page */
+    volatile const unsigned char *c = (const unsigned char *)p;
+    unsigned char                 sink = 0;
+    for (uintptr_t a = b < (uintptr_t)p ? (uintptr_t)p : b; a < e; a = (a / page + 1) * page)
+        sink ^= c[a - (uintptr_t)p];
+    (void)sink;
 }
 
 void tm_mmap_close(tm_mmap *m) {

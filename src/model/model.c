@@ -26,6 +26,7 @@
 #include "model/model_int.h"
 #include "tm/tm_bytes.h"
 #include "tm/tm_hf.h"
+#include "tm/tm_io.h"
 #include "tm/tm_safetensors.h"
 
 tm_model_params tm_model_params_default(void) {
@@ -53,6 +54,21 @@ tm_status tm_ctx_embed(tm_ctx *ctx, const tm_model *m, const int32_t *tokens, in
     /* the graph's output is the pooled [n_embd, 1] vector (graph_build.c) */
     memcpy(out, tm_ctx_logits(ctx, -1), (size_t)n_out * sizeof(float));
     return TM_OK;
+}
+
+void tm_model_prefault(const tm_model *m) {
+    if (m == NULL)
+        return;
+    for (int s = 0; s < TM_SLOT_FIRST_LAYER; s++) {
+        tm_mem_prefault(m->w[s].data, m->w[s].data ? tm_tensor_nbytes(&m->w[s]) : 0);
+        tm_mem_prefault(m->b[s].data, m->b[s].data ? tm_tensor_nbytes(&m->b[s]) : 0);
+    }
+    for (int32_t l = 0; l < m->hp.n_layer; l++)
+        for (int s = TM_SLOT_FIRST_LAYER; s < TM_SLOT_COUNT; s++) {
+            const tm_tensor *w = &m->layers[l].w[s], *b = &m->layers[l].b[s];
+            tm_mem_prefault(w->data, w->data ? tm_tensor_nbytes(w) : 0);
+            tm_mem_prefault(b->data, b->data ? tm_tensor_nbytes(b) : 0);
+        }
 }
 
 void tm_model_free(tm_model *m) {

@@ -248,6 +248,7 @@ static void *srv_loader_main(void *arg) {
     if (st == TM_OK)
         st = tm__emb_load(srv);
     if (st == TM_OK) {
+        tm_model_prefault(srv->model); /* the first request does not pay the page faults */
         srv->n_ctx = tm_sched_n_ctx(srv->sched);
         fprintf(stderr, "tensor-mesh-api: model %s loaded in %.2f s (%d slots x %d positions)\n",
                 srv->model_id, tm__srv_now() - t0, srv->p.n_parallel, srv->n_ctx);
