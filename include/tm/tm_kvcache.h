@@ -105,5 +105,17 @@ void tm_kvcache_seq_register(tm_kvcache *kv, int32_t seq, const int32_t *tokens,
  * block_size, <= n); 0 when seq is not empty or nothing matches. */
 int32_t tm_kvcache_seq_attach_prefix(tm_kvcache *kv, int32_t seq, const int32_t *tokens, int32_t n,
                                      uint64_t salt);
+/* After tm_kvcache_seq_attach_prefix (seq holds a whole number of blocks, the first
+ * len of tokens): finds the cached block that continues the same prefix and whose
+ * first m tokens equal tokens[len .. len + m), m >= 1 as large as possible (<= n -
+ * len, < block_size), gives seq a fresh private block for positions [len, len + m) and returns m,
+ * with *cow_src = the cached block and *cow_dst = the fresh one: the caller copies
+ * the rows and then calls tm_kvcache_block_release(kv, *cow_src), which holds a
+ * reference meanwhile so no allocation evicts it. 0 (and -1s) when nothing matches or
+ * no block is free. One scan of the pool's blocks. */
+int32_t tm_kvcache_seq_attach_partial(tm_kvcache *kv, int32_t seq, const int32_t *tokens, int32_t n,
+                                      uint64_t salt, int32_t *cow_src, int32_t *cow_dst);
+/* Drops the reference tm_kvcache_seq_attach_partial took on block b. */
+void tm_kvcache_block_release(tm_kvcache *kv, int32_t b);
 
 #endif /* TM_KVCACHE_H */

@@ -212,6 +212,11 @@ tm_status tm_ctx_seq_truncate(tm_ctx *ctx, int32_t seq, int32_t n);
 /* The empty sequence dst starts as src's first n positions, sharing src's full
  * blocks (no copy) and copying a partial last one. Errors as tm_kvcache.h. */
 tm_status tm_ctx_seq_copy_prefix(tm_ctx *ctx, int32_t src, int32_t dst, int32_t n);
+/* After tm_kvcache_seq_attach_prefix on seq: reuses the head of a cached block that
+ * continues the prompt (tm_kvcache_seq_attach_partial), copying its rows into a
+ * private block; returns the positions added (0 when none match). */
+int32_t tm_ctx_seq_attach_partial(tm_ctx *ctx, int32_t seq, const int32_t *tokens, int32_t n,
+                                  uint64_t salt);
 /* The context's block manager, for the prefix cache (tm_kvcache_seq_attach_prefix /
  * _register) and pool statistics. Owned by ctx; same thread rule as ctx. Do not
  * append to or remove sequences through it: use the tm_ctx_seq_* calls. */

@@ -435,6 +435,17 @@ tm_status tm_ctx_seq_copy_prefix(tm_ctx *c, int32_t src, int32_t dst, int32_t n)
     return TM_OK;
 }
 
+int32_t tm_ctx_seq_attach_partial(tm_ctx *c, int32_t seq, const int32_t *tokens, int32_t n,
+                                  uint64_t salt) {
+    int32_t       cs, cd;
+    const int32_t m = tm_kvcache_seq_attach_partial(c->blocks, seq, tokens, n, salt, &cs, &cd);
+    if (m > 0) {
+        ctx_copy_block(c, cs, cd);
+        tm_kvcache_block_release(c->blocks, cs);
+    }
+    return m;
+}
+
 void tm_ctx_seq_remove(tm_ctx *c, int32_t seq) { tm_kvcache_seq_remove(c->blocks, seq); }
 
 tm_status tm_ctx_truncate(tm_ctx *c, int32_t n_past) { return tm_ctx_seq_truncate(c, 0, n_past); }

@@ -113,7 +113,7 @@ int32_t tm_kvcache_blocks_needed(const tm_kvcache *kv, int32_t seq, int32_t n) {
 }
 
 /* Takes a block with ref 1: the free stack first, else evicts the oldest cached one. */
-static int32_t kv_alloc(tm_kvcache *kv) {
+int32_t kv_alloc(tm_kvcache *kv) {
     int32_t b;
     if (kv->n_free > 0) {
         b = kv->free_stack[--kv->n_free];
@@ -129,7 +129,7 @@ static int32_t kv_alloc(tm_kvcache *kv) {
 }
 
 /* Drops one reference; an unreferenced block becomes cached (hashed) or free. */
-static void kv_unref(tm_kvcache *kv, int32_t b) {
+void kv_unref(tm_kvcache *kv, int32_t b) {
     kv_block *k = &kv->blocks[b];
     TM_ASSERT(k->ref > 0);
     if (--k->ref > 0)
@@ -202,6 +202,11 @@ tm_status tm_kvcache_seq_truncate(tm_kvcache *kv, int32_t seq, int32_t n, int32_
     }
     kv->len[seq] = n;
     return TM_OK;
+}
+
+void tm_kvcache_block_release(tm_kvcache *kv, int32_t b) {
+    if (b >= 0 && b < kv->p.n_blocks)
+        kv_unref(kv, b);
 }
 
 tm_status tm_kvcache_seq_copy_prefix(tm_kvcache *kv, int32_t src, int32_t dst, int32_t n,

@@ -34,6 +34,10 @@ struct tm_kvcache {
     int32_t          *len;       /* [n_seq_max] positions held */
 };
 
+/* kvcache.c */
+int32_t kv_alloc(tm_kvcache *kv);            /* a block with ref 1, or -1 when none is free */
+void    kv_unref(tm_kvcache *kv, int32_t b); /* unreferenced: cached (hashed) or free */
+
 /* prefix_cache.c */
 void kv_lru_remove(tm_kvcache *kv, int32_t b);
 void kv_lru_push(tm_kvcache *kv, int32_t b);

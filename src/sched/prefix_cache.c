@@ -132,3 +132,47 @@ int32_t tm_kvcache_seq_attach_prefix(tm_kvcache *kv, int32_t seq, const int32_t 
     kv->len[seq] = i * bs;
     return i * bs;
 }
+
+int32_t tm_kvcache_seq_attach_partial(tm_kvcache *kv, int32_t seq, const int32_t *tokens, int32_t n,
+                                      uint64_t salt, int32_t *cow_src, int32_t *cow_dst) {
+    *cow_src = *cow_dst = -1;
+    if (seq < 0 || seq >= kv->p.n_seq_max)
+        return 0;
+    const int32_t bs = kv->p.block_size, len = kv->len[seq], full = len / bs;
+    if (len % bs != 0 || n <= len || full >= kv->max_blk)
+        return 0;
+    uint64_t parent = salt; /* the hash naming tokens[0 .. len) */
+    for (int32_t i = 0; i < full; i++)
+        parent = tm_kvcache_hash_block(parent, tokens + (size_t)i * (size_t)bs, bs);
+    /* a whole matching block is tm_kvcache_seq_attach_prefix's: shared, not copied */
+    const int32_t  lim = n - len < bs - 1 ? n - len : bs - 1;
+    const int32_t *want = tokens + len;
+    int32_t        best = -1, best_m = 0;
+    for (int32_t b = 0; b < kv->p.n_blocks; b++) {
+        const kv_block *k = &kv->blocks[b];
+        if (!k->hashed || k->parent != parent)
+            continue;
+        const int32_t *have = kv_block_tokens(kv, b);
+        int32_t        m = 0;
+        while (m < lim && have[m] == want[m])
+            m++;
+        if (m > best_m) {
+            best = b;
+            best_m = m;
+        }
+    }
+    if (best < 0)
+        return 0;
+    if (kv->blocks[best].ref++ == 0) /* held until the rows are copied */
+        kv_lru_remove(kv, best);
+    const int32_t d = kv_alloc(kv);
+    if (d < 0) {
+        kv_unref(kv, best);
+        return 0;
+    }
+    kv->tables[(size_t)seq * (size_t)kv->max_blk + (size_t)full] = d;
+    kv->len[seq] = len + best_m;
+    *cow_src = best;
+    *cow_dst = d;
+    return best_m;
+}

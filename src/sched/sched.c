@@ -406,8 +406,12 @@ static tm_status slot_start(tm_sched *s, sched_slot *sl, tm_sched_req *r, int32_
     int32_t       cached = 0;
     /* At least one prompt token is run: its logits start the answer. Prompt
      * log-probabilities need every position's logits: no cached rows then. */
-    if (!s->p.no_prefix_cache && !plp)
+    if (!s->p.no_prefix_cache && !plp) {
         cached = tm_kvcache_seq_attach_prefix(s->kv, seq, r->prompt, r->n_prompt - 1, 0);
+        /* and the head of a cached block that continues it (a repeated or extended
+         * prompt then recomputes only its last token, not up to a block of them) */
+        cached += tm_ctx_seq_attach_partial(s->ctx, seq, r->prompt, r->n_prompt - 1, 0);
+    }
     const int32_t need = tm_kvcache_blocks_needed(s->kv, seq, r->n_prompt - cached + 1);
     if (need + reserve > tm_kvcache_n_free(s->kv)) {
         tm_ctx_seq_remove(s->ctx, seq); /* attached blocks back to the cache */

@@ -121,6 +121,44 @@ TEST(prefix_hits_and_token_check) {
     tm_kvcache_free(kv);
 }
 
+/* The head of a cached block that continues the prefix: the longest match wins, a
+ * fresh private block takes the copy, the source is held until released (so the
+ * allocation cannot evict it) and stays cached afterwards. */
+TEST(attach_partial_block_head) {
+    tm_kvcache *kv = mk(6, 4, 3, 64);
+    ASSERT_TRUE(kv != NULL);
+    int32_t a[8] = {1, 2, 3, 4, 5, 6, 7, 8}, b[8] = {1, 2, 3, 4, 5, 6, 9, 9};
+    EXPECT_OK(tm_kvcache_seq_append(kv, 0, 8));
+    tm_kvcache_seq_register(kv, 0, a, 8, 0);
+    const int32_t a1 = tm_kvcache_seq_table(kv, 0)[1];
+    tm_kvcache_seq_remove(kv, 0); /* both blocks cached, unreferenced */
+    int32_t cs, cd;
+    EXPECT_EQ_INT(tm_kvcache_seq_attach_prefix(kv, 1, b, 7, 0), 4);
+    EXPECT_EQ_INT(tm_kvcache_seq_attach_partial(kv, 1, b, 7, 0, &cs, &cd), 2); /* 5, 6 */
+    EXPECT_EQ_INT(cs, a1);
+    EXPECT_TRUE(cd >= 0 && cd != a1);
+    EXPECT_EQ_INT(tm_kvcache_seq_len(kv, 1), 6);
+    EXPECT_EQ_INT(tm_kvcache_seq_table(kv, 1)[1], cd);
+    EXPECT_EQ_INT(tm_kvcache_n_cached_free(kv), 0); /* a1 held */
+    tm_kvcache_block_release(kv, cs);
+    EXPECT_EQ_INT(tm_kvcache_n_cached_free(kv), 1); /* a1 cached again */
+    EXPECT_EQ_INT(used_blocks(kv, 3), 2);
+    /* at most block_size - 1 positions (a whole block is attach_prefix's to share) */
+    EXPECT_EQ_INT(tm_kvcache_seq_attach_partial(kv, 2, b, 7, 0, &cs, &cd), 3);
+    tm_kvcache_block_release(kv, cs);
+    tm_kvcache_seq_remove(kv, 2);
+    /* nothing after a partial block, before a mismatching first block */
+    EXPECT_EQ_INT(tm_kvcache_seq_attach_partial(kv, 1, b, 7, 0, &cs, &cd), 0); /* len 6 */
+    EXPECT_EQ_INT(cs, -1);
+    int32_t c[8] = {9, 2, 3, 4, 5, 6, 7, 8};
+    EXPECT_EQ_INT(tm_kvcache_seq_attach_prefix(kv, 2, c, 7, 0), 0);
+    EXPECT_EQ_INT(tm_kvcache_seq_attach_partial(kv, 2, c, 7, 0, &cs, &cd), 0);
+    tm_kvcache_seq_remove(kv, 1);
+    tm_kvcache_seq_remove(kv, 2);
+    EXPECT_EQ_INT(tm_kvcache_n_free(kv), 6);
+    tm_kvcache_free(kv);
+}
+
 TEST(lru_eviction_when_short) {
     tm_kvcache *kv = mk(4, 2, 2, 64);
     ASSERT_TRUE(kv != NULL);

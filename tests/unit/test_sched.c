@@ -474,6 +474,52 @@ TEST(prefix_cache_reuses_system_prompt) {
     story_free(&ref);
 }
 
+/* A prompt that leaves an earlier one inside a block the earlier one filled: the
+ * full blocks and the matching head of that block come from the cache (the rows are
+ * copied into a private block), and the answer is exactly the uncached one. */
+TEST(prefix_cache_reuses_part_of_a_block) {
+    story_fx f, ref;
+    int      rc = story_init(&f, 2, 32, 0, false);
+    if (rc == 1) {
+        printf("  SKIPPED: ../shared/data is absent\n");
+        return;
+    }
+    ASSERT_TRUE(rc == 0);
+    ASSERT_TRUE(story_init(&ref, 2, 32, 0, true) == 0);
+    int32_t a[80], b[80];
+    int32_t na = story_prompt(5, a); /* 38 tokens */
+    for (int i = na; i < 52; i++)    /* 52: blocks 0, 1, 2 of 16 are full and registered */
+        a[i] = 200 + i;
+    na = 52;
+    memcpy(b, a, sizeof a);
+    const int32_t nb = 41;
+    for (int i = 37; i < nb; i++) /* b leaves a after token 36, inside block 2 */
+        b[i] = 100 + i;
+    tm_gen_params g = greedy(12);
+    story_out     oa, ob, ob_ref;
+    tm_sched_req *r = NULL;
+    ASSERT_OK(tm_sched_req_init(&g, a, na, &r));
+    ASSERT_OK(tm_sched_submit(f.sched, r));
+    collect(&f.w, r, &oa);
+    tm_sched_req_release(r);
+    ASSERT_OK(tm_sched_req_init(&g, b, nb, &r));
+    ASSERT_OK(tm_sched_submit(f.sched, r));
+    collect(&f.w, r, &ob);
+    tm_sched_req_release(r);
+    EXPECT_EQ_INT(ob.n_cached, 37); /* 32 in full blocks + 5 of block 2 */
+    ASSERT_OK(tm_sched_req_init(&g, b, nb, &r));
+    ASSERT_OK(tm_sched_submit(ref.sched, r));
+    collect(&ref.w, r, &ob_ref);
+    tm_sched_req_release(r);
+    EXPECT_EQ_INT(ob_ref.n_cached, 0);
+    EXPECT_TRUE(ob.len > 0 && ob.len == ob_ref.len && memcmp(ob.text, ob_ref.text, ob.len) == 0);
+    tm_sched_stats st;
+    tm_sched_get_stats(f.sched, &st);
+    EXPECT_EQ_INT(st.kv_blocks_free, st.kv_blocks_total); /* the copy's source released */
+    story_free(&f);
+    story_free(&ref);
+}
+
 /* A small pool (admission waits for blocks, cached blocks are evicted), many
  * requests with shared prefixes, a third of them cancelled mid-flight: at the
  * end every block is free and nothing leaked (ASan, TSan builds). */
