@@ -99,10 +99,12 @@ typedef struct sched_slot {
     size_t           hold_len, hold_cap;
     char            *emit; /* text to publish this step */
     size_t           emit_len, emit_cap;
-    tm_sched_logprob lp;     /* this step's token's log-probabilities (no allocation) */
-    bool             has_lp; /* lp waits to be published */
-    bool             plp;    /* the request wants prompt log-probabilities */
-    tm_finish        finish;
+    tm_sched_logprob lp;   /* this step's token's log-probabilities (no allocation) */
+    int32_t         *hist; /* [n_ctx]: the prompt, then the generated tokens (for the
+                              prefix cache: a finished sequence registers its blocks) */
+    bool      has_lp;      /* lp waits to be published */
+    bool      plp;         /* the request wants prompt log-probabilities */
+    tm_finish finish;
 } sched_slot;
 
 struct tm_sched {
@@ -381,6 +383,13 @@ static int32_t slot_seq(const tm_sched *s, const sched_slot *sl) {
 }
 
 static void slot_retire(tm_sched *s, sched_slot *sl, tm_finish why, const char *error) {
+    /* A finished sequence's full blocks, generated tokens included, become reusable: the
+     * same prompt again then attaches all but its last token (the head of the block its
+     * answer filled, tm_ctx_seq_attach_partial). Only positions whose rows the cache
+     * holds count (the last sampled token was never run). */
+    if (!s->p.no_prefix_cache && (why == TM_FINISH_STOP || why == TM_FINISH_LENGTH) &&
+        sl->n_prefilled == sl->req->n_prompt && sl->req->n_prompt + sl->n_gen <= s->n_ctx)
+        tm_kvcache_seq_register(s->kv, slot_seq(s, sl), sl->hist, sl->req->n_prompt + sl->n_gen, 0);
     sched_finish_req(s, sl->req, why, error, sl->emit, sl->emit_len, sl->n_gen,
                      sl->has_lp ? &sl->lp : NULL, sl->n_prefilled == sl->req->n_prompt);
     sl->req = NULL;
@@ -440,6 +449,7 @@ static tm_status slot_start(tm_sched *s, sched_slot *sl, tm_sched_req *r, int32_
         tm_detokenizer_reset(sl->detok);
     for (int32_t i = 0; i < r->n_prompt; i++)
         tm_sampler_accept(sl->smp, r->prompt[i]);
+    memcpy(sl->hist, r->prompt, (size_t)r->n_prompt * sizeof *sl->hist); /* < n_ctx (submit) */
     pthread_mutex_lock(&r->mu);
     r->n_cached = cached;
     pthread_mutex_unlock(&r->mu);
@@ -529,6 +539,8 @@ static void slot_sample(tm_sched *s, sched_slot *sl, const float *logits, double
         sl->has_lp = true;
     }
     if (!eos) {
+        if (r->n_prompt + sl->n_gen < s->n_ctx)
+            sl->hist[r->n_prompt + sl->n_gen] = tok;
         sl->n_gen++;
         sl->last = tok;
         if (sl->detok != NULL) {
@@ -954,6 +966,11 @@ tm_status tm_sched_init(const tm_sched_params *params, tm_sched **out) {
             if (st != TM_OK)
                 goto fail;
         }
+        s->slots[i].hist = tm_calloc((size_t)s->n_ctx, sizeof *s->slots[i].hist);
+        if (s->slots[i].hist == NULL) {
+            st = TM_ERR_NOMEM;
+            goto fail;
+        }
     }
     s->stats.n_parallel = params->n_parallel;
     sched_pool_stats(s);
@@ -990,6 +1007,7 @@ void tm_sched_free(tm_sched *s) {
             tm_sampler_free(s->slots[i].smp);
             tm_free(s->slots[i].hold);
             tm_free(s->slots[i].emit);
+            tm_free(s->slots[i].hist);
         }
         tm_free(s->slots);
     }
