@@ -355,6 +355,16 @@ static void collect(waker *w, tm_sched_req *r, story_out *o) {
     }
 }
 
+/* Submits one request for ids[0 .. n) to f's scheduler and waits for its output. */
+static void run_one(story_fx *f, const tm_gen_params *g, const int32_t *ids, int32_t n,
+                    story_out *o) {
+    tm_sched_req *r = NULL;
+    ASSERT_OK(tm_sched_req_init(g, ids, n, &r));
+    ASSERT_OK(tm_sched_submit(f->sched, r));
+    collect(&f->w, r, o);
+    tm_sched_req_release(r);
+}
+
 #define N_STREAMS 32
 #define STORY_GEN 24
 
@@ -416,19 +426,29 @@ TEST(batching_does_not_change_answers) {
     story_free(&many);
 }
 
+/* Two 2-slot schedulers, f with the prefix cache and ref without; false (printed as
+ * skipped) when ../shared/data is absent. */
+static bool prefix_fixtures(story_fx *f, story_fx *ref) {
+    const int rc = story_init(f, 2, 32, 0, false);
+    if (rc == 1) {
+        printf("  SKIPPED: ../shared/data is absent\n");
+        return false;
+    }
+    if (rc != 0 || story_init(ref, 2, 32, 0, true) != 0) {
+        TM__FAIL_AT("story fixtures failed to load");
+        return false;
+    }
+    return true;
+}
+
 /* A repeated system prompt: the second request reuses the first one's blocks (its
  * full blocks, and the head of the block its answer filled: a finished sequence
  * registers generated tokens' blocks too), prefills fewer tokens and answers exactly
  * as without the cache. */
 TEST(prefix_cache_reuses_system_prompt) {
     story_fx f, ref;
-    int      rc = story_init(&f, 2, 32, 0, false);
-    if (rc == 1) {
-        printf("  SKIPPED: ../shared/data is absent\n");
+    if (!prefix_fixtures(&f, &ref))
         return;
-    }
-    ASSERT_TRUE(rc == 0);
-    ASSERT_TRUE(story_init(&ref, 2, 32, 0, true) == 0);
     int32_t a[80], b[80];
     int32_t na = story_prompt(5, a); /* 38 tokens: the "system prompt" + question A */
     memcpy(b, a, sizeof a);
@@ -438,18 +458,11 @@ TEST(prefix_cache_reuses_system_prompt) {
     nb = 41;
     tm_gen_params g = greedy(16);
     story_out     oa, ob, ob_ref;
-    tm_sched_req *r = NULL;
-    ASSERT_OK(tm_sched_req_init(&g, a, na, &r));
-    ASSERT_OK(tm_sched_submit(f.sched, r));
-    collect(&f.w, r, &oa);
-    tm_sched_req_release(r);
+    run_one(&f, &g, a, na, &oa);
     EXPECT_EQ_INT(oa.n_cached, 0);
     tm_sched_stats st0;
     tm_sched_get_stats(f.sched, &st0);
-    ASSERT_OK(tm_sched_req_init(&g, b, nb, &r));
-    ASSERT_OK(tm_sched_submit(f.sched, r));
-    collect(&f.w, r, &ob);
-    tm_sched_req_release(r);
+    run_one(&f, &g, b, nb, &ob);
     /* two full blocks of 16, then 3 of block 2 (a's prompt ends at 38, its answer
      * filled block 2: a's 54 positions were registered when it finished) */
     EXPECT_EQ_INT(ob.n_cached, 35);
@@ -460,17 +473,11 @@ TEST(prefix_cache_reuses_system_prompt) {
     EXPECT_EQ_INT(st1.prefix_cached_tokens, 35);
     EXPECT_TRUE(st1.kv_blocks_cached > 0);
     EXPECT_EQ_INT(st1.kv_blocks_free, st1.kv_blocks_total);
-    ASSERT_OK(tm_sched_req_init(&g, b, nb, &r));
-    ASSERT_OK(tm_sched_submit(ref.sched, r));
-    collect(&ref.w, r, &ob_ref);
-    tm_sched_req_release(r);
+    run_one(&ref, &g, b, nb, &ob_ref);
     EXPECT_EQ_INT(ob_ref.n_cached, 0);
     EXPECT_TRUE(ob.len == ob_ref.len && memcmp(ob.text, ob_ref.text, ob.len) == 0);
     /* the same prompt again: everything but the last token comes from the cache */
-    ASSERT_OK(tm_sched_req_init(&g, b, nb, &r));
-    ASSERT_OK(tm_sched_submit(f.sched, r));
-    collect(&f.w, r, &oa);
-    tm_sched_req_release(r);
+    run_one(&f, &g, b, nb, &oa);
     EXPECT_EQ_INT(oa.n_cached, nb - 1);
     EXPECT_TRUE(ob.len == oa.len && memcmp(ob.text, oa.text, ob.len) == 0);
     story_free(&f);
@@ -482,13 +489,8 @@ TEST(prefix_cache_reuses_system_prompt) {
  * copied into a private block), and the answer is exactly the uncached one. */
 TEST(prefix_cache_reuses_part_of_a_block) {
     story_fx f, ref;
-    int      rc = story_init(&f, 2, 32, 0, false);
-    if (rc == 1) {
-        printf("  SKIPPED: ../shared/data is absent\n");
+    if (!prefix_fixtures(&f, &ref))
         return;
-    }
-    ASSERT_TRUE(rc == 0);
-    ASSERT_TRUE(story_init(&ref, 2, 32, 0, true) == 0);
     int32_t a[80], b[80];
     int32_t na = story_prompt(5, a); /* 38 tokens */
     for (int i = na; i < 52; i++)    /* 52: blocks 0, 1, 2 of 16 are full and registered */
@@ -500,20 +502,10 @@ TEST(prefix_cache_reuses_part_of_a_block) {
         b[i] = 100 + i;
     tm_gen_params g = greedy(12);
     story_out     oa, ob, ob_ref;
-    tm_sched_req *r = NULL;
-    ASSERT_OK(tm_sched_req_init(&g, a, na, &r));
-    ASSERT_OK(tm_sched_submit(f.sched, r));
-    collect(&f.w, r, &oa);
-    tm_sched_req_release(r);
-    ASSERT_OK(tm_sched_req_init(&g, b, nb, &r));
-    ASSERT_OK(tm_sched_submit(f.sched, r));
-    collect(&f.w, r, &ob);
-    tm_sched_req_release(r);
+    run_one(&f, &g, a, na, &oa);
+    run_one(&f, &g, b, nb, &ob);
     EXPECT_EQ_INT(ob.n_cached, 37); /* 32 in full blocks + 5 of block 2 */
-    ASSERT_OK(tm_sched_req_init(&g, b, nb, &r));
-    ASSERT_OK(tm_sched_submit(ref.sched, r));
-    collect(&ref.w, r, &ob_ref);
-    tm_sched_req_release(r);
+    run_one(&ref, &g, b, nb, &ob_ref);
     EXPECT_EQ_INT(ob_ref.n_cached, 0);
     EXPECT_TRUE(ob.len > 0 && ob.len == ob_ref.len && memcmp(ob.text, ob_ref.text, ob.len) == 0);
     tm_sched_stats st;
