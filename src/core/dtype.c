@@ -2,9 +2,9 @@
  * dtype.c - dtype traits (block size and bytes per block, matching GGUF's
  * GGML_QUANT_SIZES) and half-precision conversions.
  */
-#include <ctype.h>
 #include <math.h>
 #include <string.h>
+#include <strings.h>
 
 #include "tm/tm_dtype.h"
 
@@ -58,19 +58,14 @@ const char *tm_dtype_name(tm_dtype t) {
 }
 
 tm_status tm_dtype_from_name(const char *name, tm_dtype *out) {
-    for (uint32_t i = 0; i < TM_DTYPE_COUNT; i++) {
+    for (uint32_t i = 0; name != NULL && i < TM_DTYPE_COUNT; i++) {
         const char *n = dtype_traits[i].name;
-        if (n != NULL && strlen(n) == strlen(name)) {
-            size_t k = 0;
-            while (n[k] && tolower((unsigned char)n[k]) == tolower((unsigned char)name[k]))
-                k++;
-            if (n[k] == '\0') {
-                *out = (tm_dtype)i;
-                return TM_OK;
-            }
+        if (n != NULL && strcasecmp(n, name) == 0) { /* "Q8_0" as "q8_0" */
+            *out = (tm_dtype)i;
+            return TM_OK;
         }
     }
-    return tm_fail(TM_ERR_NOT_FOUND, "unknown dtype '%s'", name);
+    return tm_fail(TM_ERR_NOT_FOUND, "unknown dtype '%s'", name != NULL ? name : "(null)");
 }
 
 tm_status tm_dtype_row_bytes(tm_dtype t, int64_t n, size_t *out) {

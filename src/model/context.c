@@ -21,8 +21,8 @@
  *   same order whatever the layout, so the results are bit-identical to the
  *   former contiguous cache.
  */
-#include <ctype.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "backend/cpu/cpu_int.h"
@@ -67,16 +67,11 @@ static const char *const ctx_act_names[] = {
 
 /* Names match in any case, as tm_dtype_from_name's ("F32" as "f32"). */
 tm_status tm_act_type_from_name(const char *s, tm_act_type *out) {
-    for (int i = 0; s != NULL && i < CTX_N_ACT; i++) {
-        const char *n = ctx_act_names[i];
-        size_t      k = 0;
-        while (n[k] != '\0' && tolower((unsigned char)s[k]) == n[k])
-            k++;
-        if (n[k] == '\0' && s[k] == '\0') {
+    for (int i = 0; s != NULL && i < CTX_N_ACT; i++)
+        if (strcasecmp(ctx_act_names[i], s) == 0) {
             *out = (tm_act_type)i;
             return TM_OK;
         }
-    }
     return tm_fail(TM_ERR_INVALID, "activation type must be q8, q16 or f32, not '%.60s'",
                    s != NULL ? s : "(null)");
 }
